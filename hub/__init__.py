@@ -1,0 +1,75 @@
+"""processhub: named, long-lived workers across a cluster of Python nodes, on etcd.
+
+The public API lives here; everything else is an implementation module.
+"""
+
+__version__ = "0.1.0"  # first: submodules read it while this package initialises
+
+from hub.errors import (
+    AlreadyStarted,
+    ConfigError,
+    CorruptRecord,
+    HubClosed,
+    HubError,
+    InvalidChildId,
+    InvalidSpec,
+    PartitionedError,
+    SessionLost,
+    StaleFence,
+    StartError,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+    TargetNotAllowed,
+    WorkerCrashed,
+    WorkerError,
+    WorkerStartFailed,
+)
+from hub.hub import Hub
+from hub.model import (
+    ChildFailure,
+    ChildHandle,
+    ChildSpec,
+    NodeState,
+    OwnerState,
+    RestartPolicy,
+    StartResult,
+    StoppedChild,
+    StopResult,
+)
+from hub.store import TlsConfig
+from hub.worker import Context
+
+__all__ = [
+    "AlreadyStarted",
+    "ChildFailure",
+    "ChildHandle",
+    "ChildSpec",
+    "ConfigError",
+    "Context",
+    "CorruptRecord",
+    "Hub",
+    "HubClosed",
+    "HubError",
+    "InvalidChildId",
+    "InvalidSpec",
+    "NodeState",
+    "OwnerState",
+    "PartitionedError",
+    "RestartPolicy",
+    "SessionLost",
+    "StaleFence",
+    "StartError",
+    "StartResult",
+    "StopResult",
+    "StoppedChild",
+    "StoreError",
+    "StoreTimeout",
+    "StoreUnavailable",
+    "TargetNotAllowed",
+    "TlsConfig",
+    "WorkerCrashed",
+    "WorkerError",
+    "WorkerStartFailed",
+    "__version__",
+]

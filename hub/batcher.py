@@ -1,0 +1,146 @@
+"""Batches independent per-key compare-and-set operations into few etcd round trips.
+
+Each submitted operation is a nested txn (``store.op_txn``) about one key; the batcher
+packs as many as etcd's operation budget allows (``outer ops + widest nested txn <= 128``
+with etcd's default ``--max-txn-ops``) and at most ``max_bytes`` into one outer txn without compares, so every nested txn succeeds or fails on its own compares
+while the whole batch costs one round trip. Up to ``max_in_flight`` outer txns are
+pipelined.
+
+Outcomes: each submission's future resolves to its nested :class:`~hub.store.TxnResult`
+(``succeeded`` tells whether its compares held; ``revision`` is the batch revision, i.e.
+the create revision of any key it created). If the outer txn fails, every future in it
+gets the exception; after :class:`~hub.errors.StoreTimeout` the outcome is *unknown* and
+callers must re-read (the watch will tell) rather than retry blindly.
+
+Two operations on the same key never share an outer txn (etcd rejects duplicate keys);
+the later one waits for the next batch.
+
+Ownership: the Hub runs :meth:`TxnBatcher.run` in its task group; flushes are tasks of the
+batcher's own TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from hub.errors import HubClosed
+from hub.store import MAX_TXN_OPS, Op, Store, TxnResult, op_width
+
+log = logging.getLogger("hub.batcher")
+
+#: Bytes per outer txn; etcd's default request limit is 1.5 MiB.
+DEFAULT_MAX_BYTES = 1024 * 1024
+
+
+@dataclass(slots=True)
+class _Item:
+    op: Op
+    key: bytes
+    size: int
+    width: int
+    future: asyncio.Future[TxnResult]
+
+
+class TxnBatcher:
+    """Coalesces nested-txn operations into outer txns; see module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_ops: int = MAX_TXN_OPS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_in_flight: int = 4,
+        timeout: float | None = None,
+    ) -> None:
+        self.store = store
+        self.max_ops = max_ops
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._running = False
+        self.batches = 0
+        self.ops = 0
+
+    def submit(self, op: Op, key: bytes, size: int = 0) -> asyncio.Future[TxnResult]:
+        """Queue a nested txn about ``key``; returns a future of its result."""
+        if not self._running:
+            raise HubClosed("batcher is not running")
+        fut: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(op, key, size or op.ByteSize(), op_width(op), fut))
+        self._wakeup.set()
+        return fut
+
+    def pending(self) -> int:
+        """Operations queued but not yet sent."""
+        return len(self._queue)
+
+    async def run(self) -> None:
+        """Flush forever; on cancellation, fail what is still queued."""
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                while True:
+                    await self._wakeup.wait()
+                    self._wakeup.clear()
+                    # Let the current burst of submissions land before cutting batches.
+                    await asyncio.sleep(0)
+                    while self._queue:
+                        await self._slots.acquire()
+                        batch = self._take()
+                        tg.create_task(self._flush(batch))
+        finally:
+            self._running = False
+            while self._queue:
+                item = self._queue.popleft()
+                if not item.future.done():
+                    item.future.set_exception(HubClosed("batcher stopped"))
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        keys: set[bytes] = set()
+        deferred: list[_Item] = []
+        size = 0
+        width = 0
+        while self._queue:
+            item = self._queue[0]
+            if batch and (
+                size + item.size > self.max_bytes
+                or len(batch) + 1 + max(width, item.width) > self.max_ops
+            ):
+                break
+            self._queue.popleft()
+            if item.key in keys:
+                deferred.append(item)
+                continue
+            keys.add(item.key)
+            batch.append(item)
+            size += item.size
+            width = max(width, item.width)
+        self._queue.extendleft(reversed(deferred))
+        return batch
+
+    async def _flush(self, batch: list[_Item]) -> None:
+        try:
+            result = await self.store.txn((), [item.op for item in batch], timeout=self.timeout)
+        except BaseException as exc:  # every future must learn the outcome
+            failure = exc if isinstance(exc, Exception) else HubClosed("batcher stopped")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            log.debug("batch of %d failed: %s", len(batch), exc)
+        else:
+            self.batches += 1
+            self.ops += len(batch)
+            for item, response in zip(batch, result.responses, strict=True):
+                if not item.future.done():
+                    item.future.set_result(response)
+        finally:
+            self._slots.release()

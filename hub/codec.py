@@ -1,0 +1,143 @@
+"""Encoding of records stored in etcd (protobuf, see ``_proto/processhub.proto``).
+
+Decoding never trusts its input: anything that is not a record we understand raises
+:class:`~hub.errors.CorruptRecord`, which callers log and skip. Nothing is unpickled or
+evaluated. Records carry ``schema``; a newer schema still decodes (unknown fields are
+ignored by protobuf), a record with schema 0 is treated as foreign.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from hub._proto import processhub_pb2 as pb
+from hub.errors import CorruptRecord, InvalidSpec
+from hub.model import (
+    ChildSpec,
+    NodeInfo,
+    NodeState,
+    OwnerRecord,
+    OwnerState,
+    RestartPolicy,
+    canonical_json,
+)
+
+SCHEMA = 1
+
+
+def encode_spec(spec: ChildSpec, created_at: float) -> bytes:
+    """Serialize a spec for ``specs/{id}``."""
+    return bytes(
+        pb.ChildSpec(
+            schema=SCHEMA,
+            child_id=spec.id,
+            start=spec.start,
+            args_json=canonical_json(spec.args, "args"),
+            restart=spec.restart.value,
+            metadata_json=canonical_json(dict(spec.metadata), "metadata"),
+            max_restarts=spec.max_restarts,
+            max_seconds=spec.max_seconds,
+            created_at=created_at,
+        ).SerializeToString()
+    )
+
+
+def _parse(message: Any, key: bytes, value: bytes) -> Any:
+    try:
+        message.ParseFromString(value)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise CorruptRecord(key, f"not a {type(message).__name__}: {exc}") from None
+    if message.schema < 1:
+        raise CorruptRecord(key, f"not a {type(message).__name__} (no schema)")
+    return message
+
+
+def decode_spec(key: bytes, value: bytes) -> ChildSpec:
+    """Parse ``specs/{id}``; raises CorruptRecord."""
+    msg = _parse(pb.ChildSpec(), key, value)
+    try:
+        return ChildSpec(
+            id=msg.child_id,
+            start=msg.start,
+            args=json.loads(msg.args_json) if msg.args_json else {},
+            restart=RestartPolicy(msg.restart or "permanent"),
+            metadata=json.loads(msg.metadata_json) if msg.metadata_json else {},
+            max_restarts=msg.max_restarts,
+            max_seconds=msg.max_seconds or 30.0,
+        )
+    except (InvalidSpec, ValueError, TypeError) as exc:
+        raise CorruptRecord(key, f"invalid spec: {exc}") from None
+
+
+def encode_node(info: NodeInfo) -> bytes:
+    """Serialize a membership record for ``nodes/{node_id}``."""
+    msg = pb.NodeInfo(
+        schema=SCHEMA,
+        node_id=info.node_id,
+        incarnation=info.incarnation,
+        address=info.address,
+        weight=info.weight,
+        state=info.state.value,
+        version=info.version,
+        started_at=info.started_at,
+    )
+    msg.labels.update(info.labels)
+    return bytes(msg.SerializeToString())
+
+
+def decode_node(key: bytes, value: bytes) -> NodeInfo:
+    """Parse ``nodes/{node_id}``; raises CorruptRecord."""
+    msg = _parse(pb.NodeInfo(), key, value)
+    try:
+        state = NodeState(msg.state or "active")
+    except ValueError:
+        raise CorruptRecord(key, f"unknown node state {msg.state!r}") from None
+    if not msg.node_id:
+        raise CorruptRecord(key, "node record without node_id")
+    return NodeInfo(
+        node_id=msg.node_id,
+        incarnation=msg.incarnation,
+        address=msg.address,
+        labels=dict(msg.labels),
+        weight=max(1, msg.weight),
+        state=state,
+        version=msg.version,
+        started_at=msg.started_at,
+    )
+
+
+def encode_owner(owner: OwnerRecord) -> bytes:
+    """Serialize ``owners/{child_id}``."""
+    return bytes(
+        pb.Owner(
+            schema=SCHEMA,
+            node_id=owner.node_id,
+            incarnation=owner.incarnation,
+            state=owner.state.value,
+            started_at=owner.started_at,
+            restarts=owner.restarts,
+            last_exit=owner.last_exit,
+        ).SerializeToString()
+    )
+
+
+def decode_owner(key: bytes, value: bytes) -> OwnerRecord:
+    """Parse ``owners/{child_id}``; raises CorruptRecord."""
+    msg = _parse(pb.Owner(), key, value)
+    try:
+        state = OwnerState(msg.state)
+    except ValueError:
+        raise CorruptRecord(key, f"unknown owner state {msg.state!r}") from None
+    if not msg.node_id:
+        raise CorruptRecord(key, "owner record without node_id")
+    return OwnerRecord(
+        node_id=msg.node_id,
+        incarnation=msg.incarnation,
+        state=state,
+        started_at=msg.started_at,
+        restarts=msg.restarts,
+        last_exit=msg.last_exit,
+    )

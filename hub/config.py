@@ -1,0 +1,103 @@
+"""Hub configuration: one frozen, validated value. Invalid options raise ConfigError."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from hub.errors import ConfigError, InvalidSpec
+from hub.keys import DEFAULT_PREFIX
+from hub.model import ChildSpec, validate_name
+from hub.store import EtcdConfig, TlsConfig
+from strategies.base import DistributionStrategy
+from strategies.distribution import ConsistentHashing
+
+#: etcd refuses requests above 1.5 MiB by default; one spec must fit with room to spare.
+DEFAULT_MAX_SPEC_BYTES = 1024 * 1024
+
+
+def default_node_id() -> str:
+    """``{hostname}-{pid}``, reduced to the characters node ids allow."""
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname()) or "node"
+    return f"{host.lstrip('-_.') or 'node'}-{os.getpid()}"[:128]
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """Everything a Hub needs. See :class:`hub.Hub` for the meaning of each option."""
+
+    hub_id: str
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    node_id: str = field(default_factory=default_node_id)
+    lease_ttl: int = 10
+    prefix: str = DEFAULT_PREFIX
+    child_specs: tuple[ChildSpec, ...] = ()
+    allowed_targets: tuple[str, ...] | None = None
+    validate_targets: bool = True
+    distribution: DistributionStrategy = field(default_factory=ConsistentHashing)
+    weight: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+    address: str = ""
+    drain_timeout: float = 30.0
+    worker_stop_timeout: float = 5.0
+    max_spec_bytes: int = DEFAULT_MAX_SPEC_BYTES
+    startup_timeout: float = 30.0
+    resync_interval: float = 30.0
+
+    def __post_init__(self) -> None:
+        try:
+            validate_name("hub_id", self.hub_id)
+            validate_name("node_id", self.node_id)
+        except InvalidSpec as exc:
+            raise ConfigError(str(exc)) from None
+        if not isinstance(self.lease_ttl, int) or self.lease_ttl < 2:
+            raise ConfigError("lease_ttl must be an int >= 2 (seconds)")
+        if not isinstance(self.weight, int) or self.weight < 1:
+            raise ConfigError("weight must be an int >= 1")
+        for name in ("drain_timeout", "worker_stop_timeout", "startup_timeout", "resync_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0")
+        if self.max_spec_bytes < 1024:
+            raise ConfigError("max_spec_bytes must be at least 1024")
+        ids = [spec.id for spec in self.child_specs]
+        if len(ids) != len(set(ids)):
+            raise ConfigError("child_specs contains duplicate ids")
+        if self.allowed_targets is not None and isinstance(self.allowed_targets, str):
+            raise ConfigError("allowed_targets must be a sequence of patterns, not a str")
+
+
+def make_config(
+    hub_id: str,
+    *,
+    endpoints: Sequence[str] | str = ("127.0.0.1:2379",),
+    tls: TlsConfig | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    request_timeout: float = 5.0,
+    allowed_targets: Sequence[str] | None = None,
+    child_specs: Sequence[ChildSpec] = (),
+    **options: object,
+) -> HubConfig:
+    """Build a HubConfig from Hub's keyword arguments."""
+    if isinstance(endpoints, str):
+        endpoints = endpoints.split(",")
+    etcd = EtcdConfig(
+        endpoints=tuple(endpoints),
+        tls=tls,
+        username=username,
+        password=password,
+        request_timeout=request_timeout,
+    )
+    try:
+        return HubConfig(
+            hub_id=hub_id,
+            etcd=etcd,
+            child_specs=tuple(child_specs),
+            allowed_targets=tuple(allowed_targets) if allowed_targets is not None else None,
+            **options,  # type: ignore[arg-type]
+        )
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None

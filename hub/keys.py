@@ -1,0 +1,142 @@
+"""The etcd key layout. Nothing else in processhub builds or parses key strings.
+
+All keys of one hub live under ``{prefix}/{hub_id}/``; hubs with different ids never see
+each other's keys even when they share an etcd.
+
+===============================  ==============  ===============  ==========================
+key (under the hub root)         value           lease            meaning
+===============================  ==============  ===============  ==========================
+``nodes/{node_id}``              NodeInfo        the node's       member is alive
+``specs/{child_id}``             ChildSpec       none             durable desired state
+``owners/{child_id}``            Owner           the owner's      active instance; its
+                                                                  create_revision is the
+                                                                  fencing token
+``replicas/{child_id}/{node}``   Replica         the host's       extra replicas (later)
+``handover/{child_id}``          state bytes     handover lease   state in flight (later)
+===============================  ==============  ===============  ==========================
+
+Ids are percent-encoded (``urllib.parse.quote`` with no safe characters), so ``/`` inside an
+id cannot escape its prefix and two different ids never map to one key.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from hub.errors import ConfigError
+from hub.model import ChildId, NodeId, validate_name
+
+DEFAULT_PREFIX = "/processhub"
+
+
+class Kind(enum.Enum):
+    """Which family a key under the hub root belongs to."""
+
+    NODE = "nodes"
+    SPEC = "specs"
+    OWNER = "owners"
+    REPLICA = "replicas"
+    HANDOVER = "handover"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """A key split into its family and decoded id(s)."""
+
+    kind: Kind
+    id: str
+    node_id: str | None = None  # only for replicas/{child}/{node}
+
+
+def _enc(value: str) -> str:
+    return quote(value, safe="")
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    """Builds and parses the keys of one hub.
+
+    Args:
+        hub_id: the hub's name (letters, digits, ``_.-``).
+        prefix: common root for every hub, default ``/processhub``.
+    """
+
+    hub_id: str
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        try:
+            validate_name("hub_id", self.hub_id)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not self.prefix or self.prefix.endswith("/"):
+            raise ConfigError("prefix must be non-empty and must not end with '/'")
+
+    @property
+    def root(self) -> bytes:
+        """Prefix of every key of this hub, ending in ``/``."""
+        return f"{self.prefix}/{self.hub_id}/".encode()
+
+    def family(self, kind: Kind) -> bytes:
+        """Prefix of every key of one family, ending in ``/``."""
+        return self.root + kind.value.encode() + b"/"
+
+    def node(self, node_id: NodeId | str) -> bytes:
+        """``nodes/{node_id}``."""
+        return self.family(Kind.NODE) + _enc(node_id).encode()
+
+    def spec(self, child_id: ChildId | str) -> bytes:
+        """``specs/{child_id}``."""
+        return self.family(Kind.SPEC) + _enc(child_id).encode()
+
+    def owner(self, child_id: ChildId | str) -> bytes:
+        """``owners/{child_id}``."""
+        return self.family(Kind.OWNER) + _enc(child_id).encode()
+
+    def replica(self, child_id: ChildId | str, node_id: NodeId | str) -> bytes:
+        """``replicas/{child_id}/{node_id}``."""
+        return self.family(Kind.REPLICA) + f"{_enc(child_id)}/{_enc(node_id)}".encode()
+
+    def handover(self, child_id: ChildId | str) -> bytes:
+        """``handover/{child_id}``."""
+        return self.family(Kind.HANDOVER) + _enc(child_id).encode()
+
+    def parse(self, key: bytes) -> ParsedKey | None:
+        """Split a key of this hub; ``None`` for anything foreign or malformed."""
+        root = self.root
+        if not key.startswith(root):
+            return None
+        try:
+            rest = key[len(root) :].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        family, sep, tail = rest.partition("/")
+        if not sep or not tail:
+            return None
+        try:
+            kind = Kind(family)
+        except ValueError:
+            return None
+        if kind is Kind.REPLICA:
+            child, sep, node = tail.partition("/")
+            if not sep or not child or not node or "/" in node:
+                return None
+            return ParsedKey(kind, unquote(child, errors="strict"), unquote(node))
+        if "/" in tail:
+            return None
+        try:
+            return ParsedKey(kind, unquote(tail, errors="strict"))
+        except UnicodeDecodeError:
+            return None
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The etcd ``range_end`` that selects every key starting with ``prefix``."""
+    end = bytearray(prefix)
+    for i in range(len(end) - 1, -1, -1):
+        if end[i] < 0xFF:
+            end[i] += 1
+            return bytes(end[: i + 1])
+    return b"\0"

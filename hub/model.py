@@ -1,0 +1,273 @@
+"""Value types shared by every module: ids, child specs, handles and results.
+
+Everything here is immutable and free of I/O. A ``ChildSpec`` validates itself when it is
+built, so a malformed spec is refused before anything reaches etcd.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NewType
+
+from hub.errors import InvalidChildId, InvalidSpec
+
+NodeId = NewType("NodeId", str)
+ChildId = NewType("ChildId", str)
+Revision = NewType("Revision", int)
+LeaseId = NewType("LeaseId", int)
+
+#: Longest child id, in UTF-8 bytes. Keys stay far below etcd's limits even when escaped.
+MAX_CHILD_ID_BYTES = 512
+#: Longest node id or hub id, in UTF-8 bytes.
+MAX_NAME_BYTES = 128
+
+_TARGET_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class RestartPolicy(enum.StrEnum):
+    """When the local supervisor restarts a worker that exited.
+
+    ``permanent``: always. ``transient``: only after an abnormal exit; a normal exit removes
+    the child from the cluster (its spec is deleted). ``temporary``: never; any exit removes it.
+    """
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    TEMPORARY = "temporary"
+
+
+class OwnerState(enum.StrEnum):
+    """Lifecycle of the active instance, as recorded in ``owners/{child_id}``."""
+
+    STARTING = "starting"  # ownership acquired, worker being started
+    RUNNING = "running"  # worker passed its start phase
+    RESTARTING = "restarting"  # worker crashed, waiting for its backoff
+    FAILED = "failed"  # start failed or restart intensity exceeded: parked, not running
+
+
+class NodeState(enum.StrEnum):
+    """A member's state in ``nodes/{node_id}``. Draining nodes own nothing new."""
+
+    ACTIVE = "active"
+    DRAINING = "draining"
+
+
+def validate_child_id(child_id: object) -> ChildId:
+    """Return ``child_id`` if it is a usable id, else raise :class:`InvalidChildId`."""
+    if not isinstance(child_id, str):
+        raise InvalidChildId(f"child id must be a str, got {type(child_id).__name__}")
+    if not child_id:
+        raise InvalidChildId("child id must not be empty")
+    try:
+        size = len(child_id.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidChildId(f"child id is not valid unicode: {exc}") from None
+    if size > MAX_CHILD_ID_BYTES:
+        raise InvalidChildId(f"child id is {size} bytes; the limit is {MAX_CHILD_ID_BYTES}")
+    return ChildId(child_id)
+
+
+def validate_name(kind: str, name: object) -> str:
+    """Validate a hub id or node id: letters, digits, ``_.-``, at most 128 bytes."""
+    if not isinstance(name, str) or not name:
+        raise InvalidSpec(f"{kind} must be a non-empty str")
+    if len(name.encode()) > MAX_NAME_BYTES or not _NAME_RE.match(name):
+        raise InvalidSpec(
+            f"{kind} {name!r} must match [A-Za-z0-9][A-Za-z0-9_.-]* and be at most "
+            f"{MAX_NAME_BYTES} bytes"
+        )
+    return name
+
+
+def canonical_json(value: Any, what: str) -> str:
+    """Encode ``value`` as compact JSON, raising :class:`InvalidSpec` if it cannot be."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidSpec(f"{what} must be JSON-serializable: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """What to run, durably stored under ``specs/{id}``.
+
+    Args:
+        id: cluster-unique child id (any string up to 512 UTF-8 bytes).
+        start: import string ``"package.module:attr"`` naming a class with
+            ``async def run(self, ctx)`` or an ``async def run(ctx)`` function.
+        args: JSON-serializable value handed to the worker as ``ctx.args``.
+        restart: restart policy (see :class:`RestartPolicy`).
+        metadata: JSON-serializable mapping kept in the registry; ``"tag"`` feeds
+            :meth:`hub.Hub.tag_query`.
+        max_restarts: restart intensity: more than this many restarts within
+            ``max_seconds`` parks the child as ``failed`` on its node.
+        max_seconds: the intensity window.
+
+    Raises:
+        InvalidChildId: the id is empty, too long or not a string.
+        InvalidSpec: the target is malformed, args or metadata are not JSON, limits invalid.
+    """
+
+    id: str
+    start: str
+    args: Any = field(default_factory=dict)
+    restart: RestartPolicy = RestartPolicy.PERMANENT
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    max_restarts: int = 10
+    max_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        validate_child_id(self.id)
+        if not isinstance(self.start, str) or not _TARGET_RE.match(self.start):
+            raise InvalidSpec(
+                f"child {self.id!r}: start target {self.start!r} must look like "
+                "'package.module:attr'"
+            )
+        try:
+            object.__setattr__(self, "restart", RestartPolicy(self.restart))
+        except ValueError:
+            raise InvalidSpec(
+                f"child {self.id!r}: restart must be one of "
+                f"{[p.value for p in RestartPolicy]}, got {self.restart!r}"
+            ) from None
+        canonical_json(self.args, f"child {self.id!r}: args")
+        if not isinstance(self.metadata, Mapping):
+            raise InvalidSpec(f"child {self.id!r}: metadata must be a mapping")
+        canonical_json(dict(self.metadata), f"child {self.id!r}: metadata")
+        if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
+            raise InvalidSpec(f"child {self.id!r}: max_restarts must be an int >= 0")
+        if not self.max_seconds > 0:
+            raise InvalidSpec(f"child {self.id!r}: max_seconds must be > 0")
+
+    @property
+    def tag(self) -> str | None:
+        """The ``metadata["tag"]`` value, if it is a string."""
+        tag = self.metadata.get("tag")
+        return tag if isinstance(tag, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildHandle:
+    """Where a child's active instance runs, as the local registry saw it.
+
+    ``fencing_token`` is the create revision of ``owners/{child_id}``: it grows with every
+    new owner, so external systems can reject writes carrying an older token.
+    """
+
+    child_id: str
+    node_id: str
+    incarnation: int
+    fencing_token: int
+    state: OwnerState
+    started_at: float
+    restarts: int = 0
+    last_exit: str = ""
+
+    @property
+    def is_running(self) -> bool:
+        """True when the worker passed its start phase and has not crashed since."""
+        return self.state is OwnerState.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFailure:
+    """One error entry of a start or stop result: which child, on which node, and why."""
+
+    child_id: str | None
+    node_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    """Outcome of :meth:`hub.Hub.start_children`.
+
+    ``started`` holds a handle per child that reached ``running`` (only when waiting);
+    ``pending`` the ids accepted but not awaited; ``errors`` one entry per failure;
+    ``rollback`` is True when ``on_failure="rollback"`` stopped the started children.
+    """
+
+    started: tuple[ChildHandle, ...] = ()
+    errors: tuple[ChildFailure, ...] = ()
+    pending: tuple[str, ...] = ()
+    rollback: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when no child failed."""
+        return not self.errors
+
+    @property
+    def status(self) -> str:
+        """``"ok"`` or ``"error"``, like ProcessHub's ``StartResult.status``."""
+        return "ok" if self.ok else "error"
+
+    def child_ids(self) -> list[str]:
+        """Ids of the started children, in request order."""
+        return [h.child_id for h in self.started]
+
+    def nodes(self) -> list[str]:
+        """Distinct nodes the started children run on."""
+        return sorted({h.node_id for h in self.started})
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedChild:
+    """A stopped child and the node(s) it was running on (empty if it was not running)."""
+
+    child_id: str
+    node_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """Outcome of :meth:`hub.Hub.stop_children`."""
+
+    stopped: tuple[StoppedChild, ...] = ()
+    errors: tuple[ChildFailure, ...] = ()
+    pending: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when no child failed to stop."""
+        return not self.errors
+
+    @property
+    def status(self) -> str:
+        """``"ok"`` or ``"error"``."""
+        return "ok" if self.ok else "error"
+
+    def child_ids(self) -> list[str]:
+        """Ids of the stopped children, in request order."""
+        return [s.child_id for s in self.stopped]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A member's record under ``nodes/{node_id}``; ``incarnation`` is its lease id."""
+
+    node_id: str
+    incarnation: int
+    address: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    weight: int = 1
+    state: NodeState = NodeState.ACTIVE
+    version: str = ""
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRecord:
+    """The value of ``owners/{child_id}``: which node incarnation runs the active instance."""
+
+    node_id: str
+    incarnation: int
+    state: OwnerState
+    started_at: float
+    restarts: int = 0
+    last_exit: str = ""

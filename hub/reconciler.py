@@ -1,0 +1,504 @@
+"""The reconciler: turns (specs, owners, membership) into acquire/start/stop/release actions.
+
+It is **level-triggered**: :func:`plan` decides from the current registry snapshot and this
+node's own state only, never from the event that woke it, and every action is idempotent.
+Changes are **coalesced**: ids marked dirty while a round is being planned join the same
+round; an id is never acted on twice at once (the in-flight set, as in client-go's
+workqueue). Work is **incremental**: a spec or owner change marks that child; a membership
+change marks the children whose ring owner moved, plus every child without an owner and
+every child this node owns. Writes go through the :class:`~hub.batcher.TxnBatcher`, one
+nested compare-and-set per key, so a round costs a few etcd round trips, not one per child.
+
+Safety rules (the guarantees of DESIGN.md):
+
+* A worker is started only after ``owners/{id}`` was created by *this* node incarnation, on
+  its lease, in a txn whose compares proved the key absent; the create revision is the
+  fencing token handed to the worker.
+* A worker is stopped *before* its owner key is deleted (release = stop, then delete).
+* An owner key of a previous incarnation of this node is foreign: it is left to expire.
+* An owner key nobody can decode is left alone while a lease holds it; without a lease it
+  can never expire, so the ring owner deletes it (compare on its mod revision).
+
+Ownership: the Hub runs :meth:`Reconciler.run`; each round's actions are tasks of the
+reconciler's TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hub.batcher import TxnBatcher
+from hub.codec import encode_owner
+from hub.errors import HubClosed
+from hub.keys import KeySpace
+from hub.model import OwnerRecord, OwnerState, RestartPolicy
+from hub.registry import OwnerEntry, Registry, SpecEntry
+from hub.session import Session
+from hub.store import cmp_create, cmp_mod, op_delete, op_put, op_txn
+from hub.supervisor import ExitKind, Supervisor, WorkerExit
+from strategies.base import DistributionStrategy, Placer
+
+log = logging.getLogger("hub.reconciler")
+
+
+class Action(enum.Enum):
+    """What :func:`plan` asks the executor to do for one child."""
+
+    NOOP = "noop"
+    ACQUIRE = "acquire"  # create owners/{id} on our lease, then start the worker
+    ADOPT = "adopt"  # the cache shows we own it but we did not know: take it over
+    RELEASE = "release"  # stop the local worker, then delete owners/{id} (fenced)
+    STOP_LOCAL = "stop_local"  # a local worker without ownership: stop it, forget it
+    CLEAR_FOREIGN = "clear_foreign"  # an undecodable owner key with no lease: delete it
+
+
+@dataclass(frozen=True, slots=True)
+class Self:
+    """What :func:`plan` needs to know about this node."""
+
+    node_id: str
+    lease: int  # 0 while no valid lease is held
+    draining: bool
+
+
+def plan(
+    me: Self,
+    spec: SpecEntry | None,
+    owner: OwnerEntry | None,
+    desired: str | None,
+    owned_token: int | None,
+    running: bool,
+    cache_revision: int,
+) -> Action:
+    """Decide the next action for one child from a snapshot. Pure.
+
+    Args:
+        me: this node.
+        spec: ``specs/{id}`` as cached, or None.
+        owner: ``owners/{id}`` as cached, or None.
+        desired: the node the distribution strategy places the child on (None if no
+            eligible node).
+        owned_token: the fencing token if this node believes it owns the child.
+        running: whether the local supervisor has a worker for it.
+        cache_revision: the revision the cache reflects.
+    """
+    record = owner.record if owner is not None else None
+    cache_says_mine = (
+        me.lease != 0
+        and record is not None
+        and record.node_id == me.node_id
+        and record.incarnation == me.lease
+    )
+    if owned_token is not None:
+        if cache_revision >= owned_token and not (
+            cache_says_mine and owner is not None and owner.create_revision == owned_token
+        ):
+            # The cache has seen our acquire and no longer shows it: ownership is gone.
+            return Action.STOP_LOCAL
+        mine = True
+    else:
+        mine = cache_says_mine
+    if spec is None:
+        if mine:
+            return Action.RELEASE
+        return Action.STOP_LOCAL if running else Action.NOOP
+    if mine:
+        if owned_token is None:
+            return Action.ADOPT
+        if desired is not None and desired != me.node_id:
+            return Action.RELEASE
+        return Action.NOOP
+    if running:
+        return Action.STOP_LOCAL
+    if owner is None:
+        if desired == me.node_id and me.lease != 0 and not me.draining:
+            return Action.ACQUIRE
+        return Action.NOOP
+    if record is None and owner.lease == 0 and desired == me.node_id and me.lease != 0:
+        return Action.CLEAR_FOREIGN
+    return Action.NOOP
+
+
+class Reconciler:
+    """Executes :func:`plan` for dirty children; also the supervisor's event sink."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        keys: KeySpace,
+        registry: Registry,
+        session: Session,
+        batcher: TxnBatcher,
+        supervisor: Supervisor,
+        distribution: DistributionStrategy,
+        resync_interval: float = 30.0,
+        max_in_flight_rounds: int = 8,
+    ) -> None:
+        self.node_id = node_id
+        self.keys = keys
+        self.registry = registry
+        self.session = session
+        self.batcher = batcher
+        self.supervisor = supervisor
+        self.distribution = distribution
+        self.resync_interval = resync_interval
+        self.draining = False
+        #: child id -> fencing token of every child this incarnation owns
+        self.owned: dict[str, int] = {}
+        self._placer: Placer = distribution.placer({})
+        self._members: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._in_flight: set[str] = set()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._rounds = asyncio.Semaphore(max_in_flight_rounds)
+        self._tg: asyncio.TaskGroup | None = None
+        self._value_cache: dict[tuple[Any, ...], bytes] = {}
+        self.rounds = 0
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def mark(self, child_ids: Iterable[str]) -> None:
+        """Ask for these children to be reconciled."""
+        self._dirty.update(child_ids)
+        if self._dirty:
+            self._idle.clear()
+            self._wakeup.set()
+
+    def mark_all(self) -> None:
+        """Reconcile every known child (after a new lease, a relist, or periodically)."""
+        self.mark(self.registry.specs.keys() | self.registry.owners.keys() | self.owned.keys())
+        self.mark(self.supervisor.child_ids())
+
+    def registry_changed(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
+        """Registry listener: mark what changed; rebuild placement on membership change."""
+        if nodes_changed or full:
+            self._rebuild_placement(full)
+        if child_ids:
+            self.mark(child_ids)
+
+    def set_draining(self, draining: bool) -> None:
+        """A draining node acquires nothing and hands everything it owns back."""
+        self.draining = draining
+        self.mark(self.owned.keys())
+
+    def placement(self, child_id: str) -> str | None:
+        """Where the distribution strategy puts a child, at the cached membership."""
+        return self._placer.owner(child_id)
+
+    def _rebuild_placement(self, full: bool) -> None:
+        members = self.registry.active_members()
+        if members == self._members and not full:
+            return
+        old = self._placer
+        self._members = members
+        self._placer = self.distribution.placer(members)
+        if full:
+            self.mark_all()
+            return
+        # Incremental: only children whose ring owner changed, children nobody owns and
+        # children we own (they may have to move) need a look.
+        owners = self.registry.owners
+        new = self._placer
+        moved = [
+            child_id
+            for child_id in self.registry.specs
+            if child_id not in owners or old.owner(child_id) != new.owner(child_id)
+        ]
+        self.mark(moved)
+        self.mark(self.owned.keys())
+
+    def is_idle(self) -> bool:
+        """True when nothing is dirty or in flight."""
+        return not self._dirty and not self._in_flight
+
+    async def wait_idle(self) -> None:
+        """Wait until no reconcile work is pending."""
+        while not self.is_idle():
+            self._idle.clear()
+            await self._idle.wait()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile forever; returns only on cancellation."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(self.resync_interval):
+                            await self._wakeup.wait()
+                    except TimeoutError:
+                        self.mark_all()  # periodic level-triggered safety net
+                        continue
+                    self._wakeup.clear()
+                    await asyncio.sleep(0)  # coalesce the current burst
+                    ready = self._dirty - self._in_flight
+                    if not ready:
+                        self._check_idle()
+                        continue
+                    self._dirty -= ready
+                    actions = self._plan(ready)
+                    if not actions:
+                        self._check_idle()
+                        continue
+                    self._in_flight.update(actions.keys())
+                    await self._rounds.acquire()
+                    tg.create_task(self._execute(actions))
+            finally:
+                self._tg = None
+
+    def _check_idle(self) -> None:
+        if self.is_idle():
+            self._idle.set()
+
+    def _me(self) -> Self:
+        return Self(self.node_id, self.session.lease_id, self.draining)
+
+    def _plan(self, child_ids: Iterable[str]) -> dict[str, Action]:
+        me = self._me()
+        reg = self.registry
+        specs, owners, revision = reg.specs, reg.owners, reg.revision
+        owned, placer, supervisor = self.owned, self._placer, self.supervisor
+        out: dict[str, Action] = {}
+        for child_id in child_ids:
+            spec = specs.get(child_id)
+            action = plan(
+                me,
+                spec,
+                owners.get(child_id),
+                placer.owner(child_id) if spec is not None else None,
+                owned.get(child_id),
+                supervisor.is_running(child_id),
+                revision,
+            )
+            if action is not Action.NOOP:
+                out[child_id] = action
+        return out
+
+    async def _execute(self, actions: Mapping[str, Action]) -> None:
+        self.rounds += 1
+        groups: dict[Action, list[str]] = {}
+        for child_id, action in actions.items():
+            groups.setdefault(action, []).append(child_id)
+        retry: list[str] = []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                if Action.ACQUIRE in groups:
+                    tg.create_task(self._acquire(groups[Action.ACQUIRE], retry))
+                if Action.RELEASE in groups:
+                    tg.create_task(self._release(groups[Action.RELEASE], retry))
+                if Action.STOP_LOCAL in groups:
+                    tg.create_task(self._stop_local(groups[Action.STOP_LOCAL]))
+                if Action.CLEAR_FOREIGN in groups:
+                    tg.create_task(self._clear_foreign(groups[Action.CLEAR_FOREIGN], retry))
+                if Action.ADOPT in groups:
+                    self._adopt(groups[Action.ADOPT])
+            if retry:
+                # Outcome unknown or etcd unavailable: look again after a jittered pause.
+                await asyncio.sleep(0.2 + 0.3 * random.random())
+        finally:
+            self._in_flight.difference_update(actions.keys())
+            self._rounds.release()
+            if retry:
+                self.mark(retry)
+            if self._dirty:
+                self._wakeup.set()
+            self._check_idle()
+
+    # -- actions -------------------------------------------------------------------------
+
+    def _owner_value(
+        self, lease: int, state: OwnerState, restarts: int = 0, last: str = ""
+    ) -> bytes:
+        """Encoded owner record; identical records within 100 ms share one encoding."""
+        now = time.time()
+        key = (lease, state, restarts, last, int(now * 10))
+        value = self._value_cache.get(key)
+        if value is None:
+            if len(self._value_cache) > 1024:
+                self._value_cache.clear()
+            value = encode_owner(OwnerRecord(self.node_id, lease, state, now, restarts, last))
+            self._value_cache[key] = value
+        return value
+
+    async def _acquire(self, child_ids: list[str], retry: list[str]) -> None:
+        lease = self.session.lease_id
+        if not lease:
+            retry.extend(child_ids)
+            return
+        value = self._owner_value(lease, OwnerState.STARTING)
+        keys = self.keys
+        entries: list[SpecEntry] = []
+        futures = []
+        for child_id in child_ids:
+            entry = self.registry.specs.get(child_id)
+            if entry is None:
+                continue
+            owner_key = keys.owner(child_id)
+            op = op_txn(
+                [
+                    cmp_create(owner_key, "=", 0),
+                    cmp_create(keys.spec(child_id), "=", entry.create_revision),
+                ],
+                [op_put(owner_key, value, lease)],
+            )
+            entries.append(entry)
+            futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 3 + len(value)))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for entry, result in zip(entries, results, strict=True):
+            child_id = entry.spec.id
+            if isinstance(result, BaseException):
+                log.warning("acquire of %r failed: %s", child_id, result)
+                retry.append(child_id)
+                continue
+            if not result.succeeded:
+                continue  # someone else holds it; the watch will show who
+            if self.session.lease_id != lease:
+                continue  # fenced meanwhile: the key dies with the old lease
+            self.owned[child_id] = result.revision
+            self._start(child_id, result.revision, lease)
+
+    def _start(self, child_id: str, token: int, lease: int) -> None:
+        entry = self.registry.specs.get(child_id)
+        if entry is None:
+            self.mark([child_id])
+            return
+        try:
+            self.supervisor.start(entry.spec, fencing_token=token, incarnation=lease)
+        except (HubClosed, ValueError) as exc:
+            log.warning("could not start %r: %s", child_id, exc)
+
+    def _adopt(self, child_ids: list[str]) -> None:
+        lease = self.session.lease_id
+        for child_id in child_ids:
+            owner = self.registry.owners.get(child_id)
+            if owner is None or owner.record is None or not lease:
+                continue
+            self.owned[child_id] = owner.create_revision
+            if owner.record.state is not OwnerState.FAILED and not self.supervisor.is_running(
+                child_id
+            ):
+                self._start(child_id, owner.create_revision, lease)
+
+    async def _release(self, child_ids: list[str], retry: list[str]) -> None:
+        await asyncio.gather(*(self.supervisor.stop(child_id) for child_id in child_ids))
+        futures = []
+        released = []
+        for child_id in child_ids:
+            token = self.owned.get(child_id)
+            if token is None:
+                continue
+            owner_key = self.keys.owner(child_id)
+            op = op_txn([cmp_create(owner_key, "=", token)], [op_delete(owner_key)])
+            released.append(child_id)
+            futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 2))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for child_id, result in zip(released, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("release of %r failed: %s", child_id, result)
+                retry.append(child_id)
+            else:
+                self.owned.pop(child_id, None)
+
+    async def _stop_local(self, child_ids: list[str]) -> None:
+        await asyncio.gather(*(self.supervisor.stop(child_id) for child_id in child_ids))
+        for child_id in child_ids:
+            self.owned.pop(child_id, None)
+
+    async def _clear_foreign(self, child_ids: list[str], retry: list[str]) -> None:
+        for child_id in child_ids:
+            owner = self.registry.owners.get(child_id)
+            if owner is None:
+                continue
+            owner_key = self.keys.owner(child_id)
+            log.warning("deleting undecodable lease-less owner key of %r", child_id)
+            op = op_txn([cmp_mod(owner_key, "=", owner.mod_revision)], [op_delete(owner_key)])
+            try:
+                await self.batcher.submit(op, owner_key)
+            except Exception as exc:
+                log.warning("could not clear owner key of %r: %s", child_id, exc)
+                retry.append(child_id)
+
+    async def fence(self) -> None:
+        """Self-fencing: stop every local worker now and forget all ownership."""
+        self.owned.clear()
+        await self.supervisor.stop_all()
+
+    # -- supervisor events (synchronous; they only queue writes) --------------------------
+
+    def worker_started(self, child_id: str, fencing_token: int, restarts: int) -> None:
+        self._write_owner(child_id, fencing_token, OwnerState.RUNNING, restarts)
+
+    def worker_restarting(
+        self, child_id: str, fencing_token: int, restarts: int, reason: str
+    ) -> None:
+        self._write_owner(child_id, fencing_token, OwnerState.RESTARTING, restarts, reason)
+
+    def worker_exited(self, child_id: str, fencing_token: int, exit: WorkerExit) -> None:
+        if self.owned.get(child_id) != fencing_token:
+            return
+        entry = self.registry.specs.get(child_id)
+        removes = exit.kind is ExitKind.NORMAL or (
+            entry is not None
+            and entry.spec.restart is RestartPolicy.TEMPORARY
+            and exit.kind is ExitKind.CRASHED
+        )
+        if removes:
+            # Self-termination (transient normal exit, temporary any exit): the child
+            # leaves the cluster. Delete spec and owner together, fenced by our token.
+            owner_key = self.keys.owner(child_id)
+            op = op_txn(
+                [cmp_create(owner_key, "=", fencing_token)],
+                [op_delete(self.keys.spec(child_id)), op_delete(owner_key)],
+            )
+            fut = self.batcher.submit(op, owner_key)
+            fut.add_done_callback(lambda f: self._after_write(f, child_id))
+            return
+        owner = self.registry.owners.get(child_id)
+        restarts = owner.record.restarts if owner is not None and owner.record else 0
+        self._write_owner(child_id, fencing_token, OwnerState.FAILED, restarts, exit.reason)
+
+    def _write_owner(
+        self, child_id: str, token: int, state: OwnerState, restarts: int, last: str = ""
+    ) -> None:
+        if self.owned.get(child_id) != token:
+            return
+        lease = self.session.lease_id
+        if not lease:
+            return
+        owner_key = self.keys.owner(child_id)
+        value = self._owner_value(lease, state, restarts, last[:500])
+        op = op_txn([cmp_create(owner_key, "=", token)], [op_put(owner_key, value, lease)])
+        try:
+            fut = self.batcher.submit(op, owner_key, len(owner_key) * 2 + len(value))
+        except HubClosed:
+            return
+        fut.add_done_callback(lambda f: self._after_write(f, child_id))
+
+    def _after_write(self, fut: asyncio.Future[Any], child_id: str) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None and not isinstance(exc, HubClosed):
+            log.warning("state write for %r failed (%s); it will be retried", child_id, exc)
+            self._rewrite_later(child_id)
+
+    def _rewrite_later(self, child_id: str) -> None:
+        """Re-publish the local worker's state after a failed write (level-triggered)."""
+
+        def again() -> None:
+            token = self.owned.get(child_id)
+            if token is not None and self.supervisor.is_running(child_id):
+                self._write_owner(child_id, token, OwnerState.RUNNING, 0)
+
+        asyncio.get_running_loop().call_later(0.5 + random.random() * 0.5, again)

@@ -1,0 +1,274 @@
+"""The local registry: every node's watched copy of members, specs and owners.
+
+The :class:`Registry` is the informer's sink. It answers every lookup (``get_pid``,
+``process_list``, ``tag_query``...) from memory, without network, and tells a listener
+which children and whether membership changed after each batch, so the reconciler works
+incrementally.
+
+Contract: updated only by the informer task, synchronously per batch; readers on the same
+event loop always see whole batches. ``revision`` is the etcd revision the contents reflect.
+Values that cannot be decoded are logged, counted in ``corrupt`` and treated as absent,
+except an undecodable *owner* key, which is kept as "held by someone unknown" so that
+nobody starts a second instance next to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from hub.codec import decode_node, decode_owner, decode_spec
+from hub.errors import CorruptRecord
+from hub.keys import KeySpace, Kind
+from hub.model import ChildHandle, ChildSpec, NodeInfo, NodeState, OwnerRecord
+from hub.store import Event, KeyValue
+
+log = logging.getLogger("hub.registry")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEntry:
+    """A member as last seen: its record and the lease that keeps it alive."""
+
+    info: NodeInfo
+    lease: int
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpecEntry:
+    """A desired child: its spec and the revisions of ``specs/{id}``."""
+
+    spec: ChildSpec
+    create_revision: int
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerEntry:
+    """``owners/{id}``: ``record`` is None when the value could not be decoded."""
+
+    record: OwnerRecord | None
+    create_revision: int
+    mod_revision: int
+    lease: int
+    handle: ChildHandle | None
+
+
+class Listener(Protocol):
+    """Told what changed after each applied batch (or listing)."""
+
+    def registry_changed(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None: ...
+
+
+class Registry:
+    """In-memory view of one hub's keys; see the module docstring for the contract."""
+
+    def __init__(self, keys: KeySpace) -> None:
+        self.keys = keys
+        self.nodes: dict[str, NodeEntry] = {}
+        self.specs: dict[str, SpecEntry] = {}
+        self.owners: dict[str, OwnerEntry] = {}
+        self.handles: dict[str, ChildHandle] = {}
+        self.by_tag: dict[str, set[str]] = {}
+        self.revision = 0
+        self.corrupt = 0
+        self.listener: Listener | None = None
+        self._waiters: dict[str, list[tuple[Callable[[], bool], asyncio.Future[None]]]] = {}
+        self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    # -- informer sink -------------------------------------------------------------------
+
+    def reset(self, kvs: Sequence[KeyValue], revision: int) -> None:
+        """Replace everything with a full listing."""
+        old_children = set(self.specs) | set(self.owners)
+        self.nodes.clear()
+        self.specs.clear()
+        self.owners.clear()
+        self.handles.clear()
+        self.by_tag.clear()
+        touched: set[str] = set()
+        for kv in kvs:
+            self._put(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.lease, touched)
+        self.revision = revision
+        self._notify(touched | old_children, nodes_changed=True, full=True)
+
+    def apply(self, events: Sequence[Event], revision: int) -> None:
+        """Apply one watch batch."""
+        touched: set[str] = set()
+        nodes_before = len(self.nodes)
+        nodes_changed = False
+        for ev in events:
+            if ev.is_delete:
+                kind = self._delete(ev.key, touched)
+            else:
+                kind = self._put(
+                    ev.key, ev.value, ev.create_revision, ev.mod_revision, ev.lease, touched
+                )
+            if kind is Kind.NODE:
+                nodes_changed = True
+        self.revision = max(self.revision, revision)
+        self._notify(touched, nodes_changed or nodes_before != len(self.nodes), full=False)
+
+    def _put(
+        self,
+        key: bytes,
+        value: bytes,
+        create_revision: int,
+        mod_revision: int,
+        lease: int,
+        touched: set[str],
+    ) -> Kind | None:
+        parsed = self.keys.parse(key)
+        if parsed is None:
+            return None
+        kind, ident = parsed.kind, parsed.id
+        try:
+            if kind is Kind.OWNER:
+                try:
+                    record: OwnerRecord | None = decode_owner(key, value)
+                except CorruptRecord as exc:
+                    self._corrupt(exc)
+                    record = None
+                handle = None
+                if record is not None:
+                    handle = ChildHandle(
+                        child_id=ident,
+                        node_id=record.node_id,
+                        incarnation=record.incarnation,
+                        fencing_token=create_revision,
+                        state=record.state,
+                        started_at=record.started_at,
+                        restarts=record.restarts,
+                        last_exit=record.last_exit,
+                    )
+                    self.handles[ident] = handle
+                else:
+                    self.handles.pop(ident, None)
+                self.owners[ident] = OwnerEntry(
+                    record, create_revision, mod_revision, lease, handle
+                )
+                touched.add(ident)
+            elif kind is Kind.SPEC:
+                spec = decode_spec(key, value)
+                if spec.id != ident:
+                    raise CorruptRecord(key, f"spec names child {spec.id!r}")
+                self._untag(ident)
+                self.specs[ident] = SpecEntry(spec, create_revision, mod_revision)
+                tag = spec.tag
+                if tag is not None:
+                    self.by_tag.setdefault(tag, set()).add(ident)
+                touched.add(ident)
+            elif kind is Kind.NODE:
+                info = decode_node(key, value)
+                if info.node_id != ident:
+                    raise CorruptRecord(key, f"node record names {info.node_id!r}")
+                self.nodes[ident] = NodeEntry(info, lease, mod_revision)
+            return kind
+        except CorruptRecord as exc:
+            self._corrupt(exc)
+            # A value we cannot read is no desired state and no member.
+            return self._delete(key, touched)
+
+    def _delete(self, key: bytes, touched: set[str]) -> Kind | None:
+        parsed = self.keys.parse(key)
+        if parsed is None:
+            return None
+        kind, ident = parsed.kind, parsed.id
+        if kind is Kind.OWNER:
+            if self.owners.pop(ident, None) is not None:
+                self.handles.pop(ident, None)
+                touched.add(ident)
+        elif kind is Kind.SPEC:
+            if self.specs.pop(ident, None) is not None:
+                self._untag(ident)
+                touched.add(ident)
+        elif kind is Kind.NODE:
+            self.nodes.pop(ident, None)
+        return kind
+
+    def _untag(self, child_id: str) -> None:
+        entry = self.specs.get(child_id)
+        if entry is not None and entry.spec.tag is not None:
+            ids = self.by_tag.get(entry.spec.tag)
+            if ids is not None:
+                ids.discard(child_id)
+                if not ids:
+                    del self.by_tag[entry.spec.tag]
+
+    def _corrupt(self, exc: CorruptRecord) -> None:
+        self.corrupt += 1
+        log.warning("skipping undecodable record: %s", exc)
+
+    def _notify(self, touched: set[str], nodes_changed: bool, full: bool) -> None:
+        if self._revision_waiters:
+            waiting = []
+            for revision, fut in self._revision_waiters:
+                if fut.done():
+                    continue
+                if self.revision >= revision:
+                    fut.set_result(None)
+                else:
+                    waiting.append((revision, fut))
+            self._revision_waiters = waiting
+        if self._waiters:
+            for child_id in touched if not full else list(self._waiters):
+                self._check_waiters(child_id)
+        if self.listener is not None and (touched or nodes_changed or full):
+            self.listener.registry_changed(touched, nodes_changed, full)
+
+    # -- waiting for a child's state -----------------------------------------------------
+
+    def _check_waiters(self, child_id: str) -> None:
+        waiters = self._waiters.get(child_id)
+        if not waiters:
+            return
+        keep = []
+        for predicate, fut in waiters:
+            if fut.done():
+                continue
+            if predicate():
+                fut.set_result(None)
+            else:
+                keep.append((predicate, fut))
+        if keep:
+            self._waiters[child_id] = keep
+        else:
+            del self._waiters[child_id]
+
+    def watch_child(self, child_id: str, predicate: Callable[[], bool]) -> asyncio.Future[None]:
+        """A future resolved once ``predicate()`` holds after some batch touching the child.
+
+        The predicate is checked immediately too. Cancel the future to stop waiting.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if predicate():
+            fut.set_result(None)
+        else:
+            self._waiters.setdefault(child_id, []).append((predicate, fut))
+        return fut
+
+    async def wait_revision(self, revision: int) -> None:
+        """Wait until the registry reflects ``revision`` (read-your-writes)."""
+        if self.revision >= revision:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._revision_waiters.append((revision, fut))
+        await fut
+
+    # -- queries -------------------------------------------------------------------------
+
+    def active_members(self) -> dict[str, int]:
+        """Members eligible for new placements (not draining), with their weights."""
+        return {
+            node_id: entry.info.weight
+            for node_id, entry in self.nodes.items()
+            if entry.info.state is NodeState.ACTIVE
+        }
+
+    def tagged(self, tag: str) -> Iterable[str]:
+        """Child ids whose metadata tag equals ``tag``."""
+        return self.by_tag.get(tag, ())

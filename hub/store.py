@@ -1,0 +1,626 @@
+"""etcd access: the only module that imports the etcd client.
+
+We use aetcd's generated gRPC stubs over a channel we build ourselves, because aetcd's
+``Client`` offers neither TLS nor per-call deadlines. Everything etcd-specific stops here:
+
+* one or more endpoints (``host:port``; several IP endpoints become one gRPC target
+  ``ipv4:h1:p1,h2:p2`` with ``pick_first`` failover), TLS with optional client certificates,
+  user/password auth with automatic re-authentication when the token expires;
+* a deadline on **every** call (``request_timeout`` unless the caller passes one);
+* gRPC errors translated once, in :func:`map_errors`, into :mod:`hub.errors`;
+* tenacity retries, jittered and bounded, for *idempotent reads only*. A write or txn that
+  timed out has an unknown outcome: callers re-read and decide, never retry blindly;
+* transactions, including nested ones (``op_txn``), so independent per-key compare-and-set
+  operations ride one round trip (within etcd's 128-operation budget, see MAX_TXN_OPS);
+* watch streams with explicit progress requests, so a silent partition is noticed.
+
+Ownership: a :class:`Store` belongs to one Hub; it is used from one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import grpc
+import grpc.aio
+from aetcd import rpc
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from hub.errors import (
+    ConfigError,
+    RequestTooLarge,
+    RevisionCompacted,
+    StoreAuthError,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+)
+from hub.keys import prefix_end
+
+log = logging.getLogger("hub.store")
+
+#: etcd's default ``--max-txn-ops``. etcd checks a txn level against this budget and each
+#: nested txn against what is left: ``outer ops + widest nested level <= 128``, where a
+#: level's width is max(compares, success ops, failure ops).
+MAX_TXN_OPS: Final = 128
+#: Page size for prefix listings: big enough for few round trips, small enough to stay
+#: well under gRPC's message limit with kilobyte-sized values.
+LIST_PAGE_SIZE: Final = 2000
+#: Read retries: three attempts, 50 ms to 1 s jittered, for transient unavailability only.
+READ_ATTEMPTS: Final = 3
+
+
+class LeaseNotFound(StoreError):
+    """Raised when etcd says the lease named in a request does not exist (expired/revoked)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS for the etcd connection. ``cert_file``/``key_file`` enable client-cert auth."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None  # override the name checked in the server certificate
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as fh:
+                return fh.read()
+
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("TLS cert_file and key_file must be given together")
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file),
+            private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdConfig:
+    """How to reach etcd.
+
+    Args:
+        endpoints: ``host:port`` strings. Several endpoints must be IP addresses (gRPC
+            multi-address target); a single endpoint may be a DNS name.
+        tls: TLS settings; None for plaintext.
+        username, password: etcd auth; both or neither.
+        request_timeout: deadline of every unary call, seconds.
+        keepalive_time: gRPC keepalive ping interval, seconds (etcd refuses pings more
+            often than every 5 s by default).
+    """
+
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    tls: TlsConfig | None = None
+    username: str | None = None
+    password: str | None = None
+    request_timeout: float = 5.0
+    keepalive_time: float = 10.0
+    keepalive_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoints, str):
+            object.__setattr__(self, "endpoints", tuple(self.endpoints.split(",")))
+        eps = tuple(e.strip() for e in self.endpoints if e.strip())
+        if not eps:
+            raise ConfigError("at least one etcd endpoint is required")
+        for ep in eps:
+            host, sep, port = ep.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ConfigError(f"etcd endpoint {ep!r} must look like host:port")
+        object.__setattr__(self, "endpoints", eps)
+        if (self.username is None) != (self.password is None):
+            raise ConfigError("etcd username and password must be given together")
+        if self.request_timeout <= 0:
+            raise ConfigError("request_timeout must be > 0")
+
+    def target(self) -> str:
+        """The gRPC target string for these endpoints."""
+        if len(self.endpoints) == 1:
+            host, _, port = self.endpoints[0].rpartition(":")
+            return f"{host.strip('[]')}:{port}" if ":" not in host.strip("[]") else f"{host}:{port}"
+        hosts = []
+        family = None
+        for ep in self.endpoints:
+            host, _, port = ep.rpartition(":")
+            try:
+                addr = ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                raise ConfigError(
+                    "several etcd endpoints must be IP addresses; use one DNS name instead"
+                ) from None
+            fam = "ipv4" if addr.version == 4 else "ipv6"
+            if family not in (None, fam):
+                raise ConfigError("etcd endpoints mix IPv4 and IPv6")
+            family = fam
+            hosts.append(f"{addr}:{port}" if fam == "ipv4" else f"[{addr}]:{port}")
+        return f"{family}:{','.join(hosts)}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key as etcd returned it."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One watch event. A delete carries the key and the deleting revision."""
+
+    key: bytes
+    value: bytes
+    is_delete: bool
+    create_revision: int
+    mod_revision: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """One watch response: events (possibly none) and the header revision."""
+
+    revision: int
+    events: tuple[Event, ...]
+    is_progress: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """Outcome of a transaction: whether compares held, its revision, and per-op responses.
+
+    ``responses`` holds, per executed op: for a get, a tuple of KeyValue; for a nested txn,
+    a TxnResult; for a delete, the number of keys deleted; for a put, None.
+    """
+
+    succeeded: bool
+    revision: int
+    responses: tuple[Any, ...] = field(default=())
+
+
+# ---------------------------------------------------------------------------------------
+# Request builders (protobuf messages stay inside this module's callers' opaque values)
+
+Compare = Any
+Op = Any
+
+
+def cmp_create(key: bytes, op: str, revision: int) -> Compare:
+    """Compare a key's create_revision (0 means absent). ``op`` is one of = != < >."""
+    return _compare(key, rpc.Compare.CREATE, op, create_revision=revision)
+
+
+def cmp_mod(key: bytes, op: str, revision: int) -> Compare:
+    """Compare a key's mod_revision."""
+    return _compare(key, rpc.Compare.MOD, op, mod_revision=revision)
+
+
+def cmp_version(key: bytes, op: str, version: int) -> Compare:
+    """Compare a key's version (0 means absent)."""
+    return _compare(key, rpc.Compare.VERSION, op, version=version)
+
+
+def cmp_value(key: bytes, op: str, value: bytes) -> Compare:
+    """Compare a key's value."""
+    return _compare(key, rpc.Compare.VALUE, op, value=value)
+
+
+_OPS = {
+    "=": rpc.Compare.EQUAL,
+    "!=": rpc.Compare.NOT_EQUAL,
+    "<": rpc.Compare.LESS,
+    ">": rpc.Compare.GREATER,
+}
+
+
+def _compare(key: bytes, target: Any, op: str, **value: Any) -> Compare:
+    return rpc.Compare(key=key, target=target, result=_OPS[op], **value)
+
+
+def op_put(key: bytes, value: bytes, lease: int = 0) -> Op:
+    """A put inside a txn."""
+    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease))
+
+
+def op_delete(key: bytes, *, prefix: bool = False) -> Op:
+    """A delete (of a key, or of a prefix) inside a txn."""
+    end = prefix_end(key) if prefix else b""
+    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key, range_end=end))
+
+
+def op_get(key: bytes) -> Op:
+    """A read of one key inside a txn."""
+    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+
+
+def op_width(op: Op) -> int:
+    """How much of etcd's per-txn operation budget a nested txn needs (see MAX_TXN_OPS)."""
+    if op.WhichOneof("request") != "request_txn":
+        return 0
+    txn = op.request_txn
+    return max(len(txn.compare), len(txn.success), len(txn.failure))
+
+
+def op_txn(compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> Op:
+    """A nested txn: independent compare-and-set for one key inside a bigger txn."""
+    return rpc.RequestOp(
+        request_txn=rpc.TxnRequest(compare=compares, success=success, failure=failure)
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Error translation: the one place gRPC status codes become hub errors
+
+_CODE_TO_ERROR: dict[grpc.StatusCode, type[StoreError]] = {
+    grpc.StatusCode.UNAVAILABLE: StoreUnavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: StoreTimeout,
+    grpc.StatusCode.UNAUTHENTICATED: StoreAuthError,
+    grpc.StatusCode.PERMISSION_DENIED: StoreAuthError,
+    grpc.StatusCode.CANCELLED: StoreUnavailable,
+}
+
+
+def translate(exc: grpc.aio.AioRpcError) -> StoreError:
+    """Map a gRPC error to the most specific hub error."""
+    code = exc.code()
+    details = exc.details() or ""
+    if "lease not found" in details:
+        return LeaseNotFound(details)
+    if "required revision has been compacted" in details:
+        return RevisionCompacted(0)
+    if "too large" in details or code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return RequestTooLarge(details)
+    cls = _CODE_TO_ERROR.get(code, StoreError)
+    return cls(f"etcd {code.name}: {details}")
+
+
+@contextmanager
+def map_errors() -> Iterator[None]:
+    """Re-raise gRPC errors and local timeouts as hub errors, ``from`` the original."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise translate(exc) from exc
+    except TimeoutError as exc:
+        raise StoreTimeout("etcd call timed out") from exc
+
+
+def _kv(kv: Any) -> KeyValue:
+    return KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class Store:
+    """An etcd connection with deadlines, error mapping and retries.
+
+    Use as ``async with Store(config) as store:``. Methods raise :class:`StoreError`
+    subclasses; they never leak gRPC exceptions.
+    """
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self.config = config
+        self._channel: grpc.aio.Channel | None = None
+        self._metadata: tuple[tuple[str, str], ...] | None = None
+        self._kv: Any = None
+        self._lease: Any = None
+        self._watch: Any = None
+        self._auth: Any = None
+        self._auth_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Store:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def timeout(self) -> float:
+        return self.config.request_timeout
+
+    async def connect(self) -> None:
+        """Open the channel and authenticate if credentials are configured.
+
+        Connection itself is lazy in gRPC; the first call surfaces unreachable endpoints.
+        """
+        cfg = self.config
+        options: list[tuple[str, Any]] = [
+            ("grpc.keepalive_time_ms", int(cfg.keepalive_time * 1000)),
+            ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # Reconnect quickly after etcd restarts: the default backoff grows to 120 s.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        target = cfg.target()
+        if cfg.tls is not None:
+            if cfg.tls.server_name:
+                options.append(("grpc.ssl_target_name_override", cfg.tls.server_name))
+            self._channel = grpc.aio.secure_channel(target, cfg.tls.credentials(), options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options)
+        self._kv = rpc.KVStub(self._channel)
+        self._lease = rpc.LeaseStub(self._channel)
+        self._watch = rpc.WatchStub(self._channel)
+        self._auth = rpc.AuthStub(self._channel)
+        if cfg.username is not None:
+            await self._authenticate()
+
+    async def close(self) -> None:
+        """Close the channel; in-flight calls fail with StoreUnavailable."""
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close(grace=None)
+
+    async def _authenticate(self) -> None:
+        cfg = self.config
+        async with self._auth_lock:
+            with map_errors():
+                resp = await self._auth.Authenticate(
+                    rpc.AuthenticateRequest(name=cfg.username, password=cfg.password),
+                    timeout=self.timeout,
+                )
+            self._metadata = (("token", resp.token),)
+
+    async def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
+        """Call a unary RPC with a deadline; re-authenticate once on an expired token."""
+        if self._channel is None:
+            raise StoreUnavailable("store is closed")
+        deadline = timeout if timeout is not None else self.timeout
+        try:
+            with map_errors():
+                return await method(request, timeout=deadline, metadata=self._metadata)
+        except StoreAuthError:
+            if self.config.username is None:
+                raise
+            await self._authenticate()
+            with map_errors():
+                return await method(request, timeout=deadline, metadata=self._metadata)
+
+    async def _read(self, method: Any, request: Any, timeout: float | None) -> Any:
+        """Idempotent read: retried on transient unavailability."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            stop=stop_after_attempt(READ_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._unary(method, request, timeout)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- KV ------------------------------------------------------------------------------
+
+    async def get(self, key: bytes, *, timeout: float | None = None) -> KeyValue | None:
+        """Read one key (linearizable)."""
+        resp = await self._read(self._kv.Range, rpc.RangeRequest(key=key), timeout)
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def list_prefix(
+        self,
+        prefix: bytes,
+        *,
+        revision: int = 0,
+        page_size: int = LIST_PAGE_SIZE,
+        timeout: float | None = None,
+    ) -> tuple[list[KeyValue], int]:
+        """Read every key under ``prefix`` at one revision, in pages.
+
+        Returns the keys and the revision they reflect. Raises RevisionCompacted if
+        ``revision`` is older than etcd keeps.
+        """
+        end = prefix_end(prefix)
+        start = prefix
+        out: list[KeyValue] = []
+        pinned = revision
+        while True:
+            req = rpc.RangeRequest(key=start, range_end=end, limit=page_size, revision=pinned)
+            resp = await self._read(self._kv.Range, req, timeout)
+            if pinned == 0:
+                pinned = resp.header.revision
+            out.extend(_kv(kv) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                return out, pinned
+            start = resp.kvs[-1].key + b"\0"
+
+    async def count_prefix(self, prefix: bytes, *, timeout: float | None = None) -> int:
+        """Count keys under a prefix without transferring them."""
+        req = rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix), count_only=True)
+        resp = await self._read(self._kv.Range, req, timeout)
+        return int(resp.count)
+
+    async def put(
+        self, key: bytes, value: bytes, *, lease: int = 0, timeout: float | None = None
+    ) -> int:
+        """Write one key; returns the revision. Not retried."""
+        req = rpc.PutRequest(key=key, value=value, lease=lease)
+        resp = await self._unary(self._kv.Put, req, timeout)
+        return int(resp.header.revision)
+
+    async def delete(
+        self, key: bytes, *, prefix: bool = False, timeout: float | None = None
+    ) -> int:
+        """Delete a key (or prefix); returns the number of keys deleted."""
+        end = prefix_end(key) if prefix else b""
+        resp = await self._unary(
+            self._kv.DeleteRange, rpc.DeleteRangeRequest(key=key, range_end=end), timeout
+        )
+        return int(resp.deleted)
+
+    async def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op] = (),
+        *,
+        timeout: float | None = None,
+    ) -> TxnResult:
+        """Run a transaction. Never retried: after StoreTimeout the outcome is unknown."""
+        req = rpc.TxnRequest(compare=compares, success=success, failure=failure)
+        resp = await self._unary(self._kv.Txn, req, timeout)
+        return _txn_result(resp, resp.header.revision)
+
+    async def compact(self, revision: int, *, timeout: float | None = None) -> None:
+        """Compact history up to ``revision`` (used by tests and operators)."""
+        await self._unary(self._kv.Compact, rpc.CompactionRequest(revision=revision), timeout)
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def lease_grant(self, ttl: int, *, timeout: float | None = None) -> tuple[int, int]:
+        """Grant a lease; returns (lease id, granted TTL)."""
+        resp = await self._unary(self._lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=ttl), timeout)
+        if resp.error:
+            raise StoreError(f"lease grant refused: {resp.error}")
+        return int(resp.ID), int(resp.TTL)
+
+    async def lease_keepalive(self, lease_id: int, *, timeout: float | None = None) -> int:
+        """Renew a lease once; returns the remaining TTL (``<= 0`` means the lease is gone)."""
+        if self._channel is None:
+            raise StoreUnavailable("store is closed")
+        deadline = timeout if timeout is not None else self.timeout
+        with map_errors():
+            async with asyncio.timeout(deadline):
+                call = self._lease.LeaseKeepAlive(
+                    iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
+                    timeout=deadline,
+                    metadata=self._metadata,
+                )
+                try:
+                    async for resp in call:
+                        return int(resp.TTL)
+                finally:
+                    call.cancel()
+        return 0
+
+    async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
+        """Revoke a lease: etcd deletes every key attached to it in one revision."""
+        try:
+            await self._unary(self._lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease_id), timeout)
+        except LeaseNotFound:
+            pass
+
+    async def lease_ttl(self, lease_id: int, *, timeout: float | None = None) -> int:
+        """Remaining TTL of a lease as etcd sees it (``-1`` when it does not exist)."""
+        resp = await self._read(
+            self._lease.LeaseTimeToLive, rpc.LeaseTimeToLiveRequest(ID=lease_id), timeout
+        )
+        return int(resp.TTL)
+
+    # -- watch ---------------------------------------------------------------------------
+
+    def watch(self, prefix: bytes, start_revision: int) -> WatchStream:
+        """Open a watch of every key under ``prefix`` from ``start_revision`` (inclusive)."""
+        if self._channel is None:
+            raise StoreUnavailable("store is closed")
+        return WatchStream(self._watch, self._metadata, prefix, start_revision)
+
+
+def _txn_result(resp: Any, revision: int) -> TxnResult:
+    out: list[Any] = []
+    for r in resp.responses:
+        kind = r.WhichOneof("response")
+        if kind == "response_range":
+            out.append(tuple(_kv(kv) for kv in r.response_range.kvs))
+        elif kind == "response_txn":
+            out.append(_txn_result(r.response_txn, revision))
+        elif kind == "response_delete_range":
+            out.append(int(r.response_delete_range.deleted))
+        else:
+            out.append(None)
+    return TxnResult(bool(resp.succeeded), int(revision), tuple(out))
+
+
+class WatchStream:
+    """One etcd watch over a prefix, as an async iterator of :class:`WatchBatch`.
+
+    Raises RevisionCompacted when etcd cancels the watch because the start revision was
+    compacted, StoreUnavailable when the stream breaks. ``request_progress()`` asks etcd
+    for a progress notification; :class:`hub.informer.Informer` uses it to notice a silent
+    partition.
+    """
+
+    def __init__(self, stub: Any, metadata: Any, prefix: bytes, start_revision: int) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._prefix = prefix
+        self._start = start_revision
+        self._call: Any = None
+
+    async def __aenter__(self) -> WatchStream:
+        self._call = self._stub.Watch(metadata=self._metadata)
+        create = rpc.WatchCreateRequest(
+            key=self._prefix,
+            range_end=prefix_end(self._prefix),
+            start_revision=self._start,
+            progress_notify=True,
+        )
+        with map_errors():
+            await self._call.write(rpc.WatchRequest(create_request=create))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    async def request_progress(self) -> None:
+        """Ask etcd to send a progress notification (an empty batch with the revision)."""
+        if self._call is not None:
+            with map_errors():
+                await self._call.write(
+                    rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+                )
+
+    def __aiter__(self) -> AsyncIterator[WatchBatch]:
+        return self._batches()
+
+    async def _batches(self) -> AsyncIterator[WatchBatch]:
+        put = rpc.Event.PUT
+        while True:
+            with map_errors():
+                resp = await self._call.read()
+            if resp is grpc.aio.EOF:
+                raise StoreUnavailable("watch stream ended")
+            if resp.compact_revision:
+                raise RevisionCompacted(int(resp.compact_revision))
+            if resp.canceled:
+                raise StoreUnavailable(f"watch canceled by etcd: {resp.cancel_reason}")
+            if resp.created and not resp.events:
+                continue
+            events = tuple(
+                Event(
+                    ev.kv.key,
+                    ev.kv.value,
+                    ev.type != put,
+                    ev.kv.create_revision,
+                    ev.kv.mod_revision,
+                    ev.kv.lease,
+                )
+                for ev in resp.events
+            )
+            yield WatchBatch(int(resp.header.revision), events, is_progress=not events)
