@@ -1,10 +1,10 @@
 """Batches independent per-key compare-and-set operations into few etcd round trips.
 
-Each submitted operation is a nested txn (``store.op_txn``) about one key; the batcher
+Each submitted operation is a nested txn (``store.op_txn``) about one key. The batcher
 packs as many as etcd's operation budget allows (``outer ops + widest nested txn <= 128``
-with etcd's default ``--max-txn-ops``) and at most ``max_bytes`` into one outer txn without compares, so every nested txn succeeds or fails on its own compares
-while the whole batch costs one round trip. Up to ``max_in_flight`` outer txns are
-pipelined.
+with etcd's default ``--max-txn-ops``) and at most ``max_bytes`` into one outer txn
+without compares, so every nested txn succeeds or fails on its own compares while the
+whole batch costs one round trip. Up to ``max_in_flight`` outer txns are pipelined.
 
 Outcomes: each submission's future resolves to its nested :class:`~hub.store.TxnResult`
 (``succeeded`` tells whether its compares held; ``revision`` is the batch revision, i.e.

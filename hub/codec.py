@@ -8,7 +8,6 @@ ignored by protobuf), a record with schema 0 is treated as foreign.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -21,8 +20,6 @@ from hub.model import (
     NodeState,
     OwnerRecord,
     OwnerState,
-    RestartPolicy,
-    canonical_json,
 )
 
 SCHEMA = 1
@@ -35,9 +32,9 @@ def encode_spec(spec: ChildSpec, created_at: float) -> bytes:
             schema=SCHEMA,
             child_id=spec.id,
             start=spec.start,
-            args_json=canonical_json(spec.args, "args"),
+            args_json=spec.args_json,
             restart=spec.restart.value,
-            metadata_json=canonical_json(dict(spec.metadata), "metadata"),
+            metadata_json=spec.metadata_json,
             max_restarts=spec.max_restarts,
             max_seconds=spec.max_seconds,
             created_at=created_at,
@@ -59,14 +56,14 @@ def decode_spec(key: bytes, value: bytes) -> ChildSpec:
     """Parse ``specs/{id}``; raises CorruptRecord."""
     msg = _parse(pb.ChildSpec(), key, value)
     try:
-        return ChildSpec(
+        return ChildSpec.from_json(
             id=msg.child_id,
             start=msg.start,
-            args=json.loads(msg.args_json) if msg.args_json else {},
-            restart=RestartPolicy(msg.restart or "permanent"),
-            metadata=json.loads(msg.metadata_json) if msg.metadata_json else {},
+            args_json=msg.args_json,
+            restart=msg.restart,
+            metadata_json=msg.metadata_json,
             max_restarts=msg.max_restarts,
-            max_seconds=msg.max_seconds or 30.0,
+            max_seconds=msg.max_seconds,
         )
     except (InvalidSpec, ValueError, TypeError) as exc:
         raise CorruptRecord(key, f"invalid spec: {exc}") from None

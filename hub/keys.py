@@ -103,6 +103,36 @@ class KeySpace:
         """``handover/{child_id}``."""
         return self.family(Kind.HANDOVER) + _enc(child_id).encode()
 
+    def split(self, key: bytes) -> tuple[Kind, str] | None:
+        """Fast path of :meth:`parse` for nodes, specs and owners: ``(kind, id)`` or None.
+
+        Called for every watch event, so it avoids allocating a ParsedKey.
+        """
+        for kind, prefix in self._fast:
+            if key.startswith(prefix):
+                try:
+                    ident = key[len(prefix) :].decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+                if not ident or "/" in ident:
+                    return None
+                if "%" in ident:
+                    try:
+                        ident = unquote(ident, errors="strict")
+                    except UnicodeDecodeError:
+                        return None
+                return kind, ident
+        parsed = self.parse(key)
+        return (parsed.kind, parsed.id) if parsed is not None else None
+
+    @property
+    def _fast(self) -> tuple[tuple[Kind, bytes], ...]:
+        fast: tuple[tuple[Kind, bytes], ...] | None = self.__dict__.get("_fast_cache")
+        if fast is None:
+            fast = tuple((k, self.family(k)) for k in (Kind.OWNER, Kind.SPEC, Kind.NODE))
+            object.__setattr__(self, "_fast_cache", fast)
+        return fast
+
     def parse(self, key: bytes) -> ParsedKey | None:
         """Split a key of this hub; ``None`` for anything foreign or malformed."""
         root = self.root

