@@ -1,0 +1,497 @@
+"""HubClient: the cluster's API without hosting workers.
+
+A :class:`HubClient` watches a hub's keys and can start, stop and look up children, but it
+is not a member: it holds no lease and runs nothing. Operators' tools, benchmark drivers
+and web front ends use it; :class:`hub.Hub` extends it into a full node.
+
+Lookups (``get_pid``, ``process_list``...) read the watched registry: no network, O(1).
+Every background task belongs to the client's TaskGroup; ``start``/``stop`` (or the
+``async with`` block) must run in one task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any, Literal, overload
+
+from hub.batcher import TxnBatcher
+from hub.codec import encode_spec
+from hub.config import HubConfig, make_config
+from hub.errors import AlreadyStarted, HubClosed, InvalidSpec
+from hub.informer import Informer
+from hub.keys import KeySpace
+from hub.model import (
+    ChildFailure,
+    ChildHandle,
+    ChildSpec,
+    OwnerState,
+    StartResult,
+    StoppedChild,
+    StopResult,
+    validate_child_id,
+)
+from hub.registry import Registry
+from hub.store import Store, cmp_create, op_delete, op_put, op_txn
+from hub.worker import AllowList, validate_target
+from strategies.base import Placer
+
+log = logging.getLogger("hub")
+
+Scope = Literal["global", "local"]
+
+
+class HubClient:
+    """Starts, stops and finds children of the cluster ``hub_id`` without joining it.
+
+    Takes the same arguments as :class:`hub.Hub` (node-only options are ignored).
+    """
+
+    def __init__(self, hub_id: str, **options: Any) -> None:
+        config = options.pop("config", None)
+        self.config: HubConfig = config if config is not None else make_config(hub_id, **options)
+        cfg = self.config
+        self.keys = KeySpace(cfg.hub_id, cfg.prefix)
+        self.store = Store(cfg.etcd)
+        self.registry = Registry(self.keys)
+        self.registry.listener = self
+        self.allow = AllowList(cfg.allowed_targets) if cfg.allowed_targets is not None else None
+        self.informer = Informer(
+            self.store,
+            self.keys.root,
+            self.registry,
+            stall_timeout=max(2.0, cfg.lease_ttl / 3),
+        )
+        self.batcher = TxnBatcher(self.store)
+        self._placer: Placer = cfg.distribution.placer({})
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._alive = False
+
+    @classmethod
+    def from_config(cls, config: HubConfig) -> Any:
+        """Build from a ready :class:`HubConfig`."""
+        return cls(config.hub_id, config=config)
+
+    @property
+    def hub_id(self) -> str:
+        return self.config.hub_id
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def revision(self) -> int:
+        """The etcd revision the local registry reflects."""
+        return self.registry.revision
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.hub_id!r} alive={self._alive}>"
+
+    async def __aenter__(self) -> Any:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect and sync the registry. Raises StoreError if etcd stays unreachable."""
+        if self._tg is not None:
+            raise HubClosed("already started")
+        tg = asyncio.TaskGroup()
+        await tg.__aenter__()
+        self._tg = tg
+        try:
+            async with asyncio.timeout(self.config.startup_timeout):
+                await self.store.connect()
+                self._spawn("informer", self.informer.run())
+                await self.informer.synced.wait()
+                self._spawn("batcher", self.batcher.run())
+            self._alive = True
+        except BaseException:
+            await self._close_tasks(tg)
+            raise
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        tg, self._tg = self._tg, None
+        if tg is None:
+            return
+        self._alive = False
+        await self._close_tasks(tg)
+
+    async def _close_tasks(self, tg: asyncio.TaskGroup) -> None:
+        self._tg = None
+        for name in list(self._tasks):
+            await self._cancel(name)
+        await tg.__aexit__(None, None, None)
+        self._tasks.clear()
+        await self.store.close()
+
+    def _spawn(self, name: str, coro: Any) -> None:
+        assert self._tg is not None
+        self._tasks[name] = self._tg.create_task(coro, name=f"hub:{name}")
+
+    async def _cancel(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        except Exception as exc:
+            log.warning("component %s failed while stopping: %s", name, exc)
+
+    def registry_changed(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
+        if nodes_changed or full:
+            self._placer = self.config.distribution.placer(self.registry.active_members())
+
+    def placement(self, child_id: str) -> str | None:
+        """The node the distribution strategy assigns ``child_id`` to right now."""
+        return self._placer.owner(child_id)
+
+    def _check_can_start(self) -> None:
+        """Hook: a node refuses starts while fenced; a client always may try."""
+
+    def is_alive(self) -> bool:
+        """True between a successful start and stop."""
+        return self._alive
+
+    def _require_alive(self) -> None:
+        if not self._alive:
+            raise HubClosed("hub is not running (use 'async with Hub(...)' or await start())")
+
+    async def start_child(
+        self,
+        spec: ChildSpec,
+        *,
+        wait: bool = False,
+        timeout: float = 10.0,
+        check_existing: bool = True,
+        on_failure: Literal["continue", "rollback"] = "continue",
+        metadata: dict[str, Any] | None = None,
+    ) -> StartResult:
+        """Start one child; see :meth:`start_children`."""
+        return await self.start_children(
+            [spec],
+            wait=wait,
+            timeout=timeout,
+            check_existing=check_existing,
+            on_failure=on_failure,
+            metadata=metadata,
+        )
+
+    async def start_children(
+        self,
+        specs: Sequence[ChildSpec],
+        *,
+        wait: bool = False,
+        timeout: float = 10.0,
+        check_existing: bool = True,
+        on_failure: Literal["continue", "rollback"] = "continue",
+        metadata: dict[str, Any] | None = None,
+    ) -> StartResult:
+        """Start children somewhere in the cluster.
+
+        The specs are written durably (create-if-absent, batched) before this returns;
+        the ring owner of each child then acquires it and starts its worker.
+
+        Args:
+            specs: the children. Ids must be unique in the cluster.
+            wait: wait until every child runs (or failed) and report handles.
+            timeout: how long to wait, seconds.
+            check_existing: refuse the whole request with :class:`AlreadyStarted` if any
+                id already exists **anywhere in the cluster** (checked in etcd). With False,
+                existing ids become ``already_started`` error entries and the rest start.
+            on_failure: ``"rollback"`` stops every child of this request if any failed
+                (implies waiting).
+            metadata: merged into every spec's metadata (``"tag"`` feeds ``tag_query``).
+
+        Returns:
+            StartResult: ``pending`` ids when not waiting; ``started`` handles and
+            ``errors`` (child id, node, reason) when waiting.
+
+        Raises:
+            InvalidSpec: empty request, a non-spec item, bad ``on_failure``/``metadata``.
+            AlreadyStarted: ``check_existing`` found existing children (nothing started).
+            PartitionedError: this node has no valid lease (it is fenced off from etcd).
+            HubClosed: the hub is not running.
+        """
+        self._require_alive()
+        if isinstance(specs, ChildSpec) or not isinstance(specs, Iterable):
+            raise InvalidSpec("start_children takes a list of ChildSpec")
+        specs = list(specs)
+        if not specs:
+            raise InvalidSpec("no children given")
+        if on_failure not in ("continue", "rollback"):
+            raise InvalidSpec("on_failure must be 'continue' or 'rollback'")
+        for spec in specs:
+            if not isinstance(spec, ChildSpec):
+                raise InvalidSpec(f"expected ChildSpec, got {type(spec).__name__}")
+        if metadata:
+            specs = [replace(spec, metadata={**spec.metadata, **metadata}) for spec in specs]
+        self._check_can_start()
+
+        errors: list[ChildFailure] = []
+        accepted: list[tuple[ChildSpec, bytes]] = []
+        seen: set[str] = set()
+        now = time.time()
+        targets_checked: dict[str, str | None] = {}
+        for spec in specs:
+            if spec.id in seen:
+                errors.append(ChildFailure(spec.id, None, "duplicate id in this request"))
+                continue
+            seen.add(spec.id)
+            if spec.start not in targets_checked:
+                reason = None
+                if self.allow is not None and not self.allow.allows(spec.start):
+                    reason = f"start target {spec.start!r} is not in the allow-list"
+                elif self.config.validate_targets:
+                    reason = validate_target(spec.start, self.allow)
+                targets_checked[spec.start] = reason
+            reason = targets_checked[spec.start]
+            if reason is not None:
+                errors.append(ChildFailure(spec.id, None, reason))
+                continue
+            encoded = encode_spec(spec, now)
+            if len(encoded) > self.config.max_spec_bytes:
+                errors.append(
+                    ChildFailure(
+                        spec.id,
+                        None,
+                        f"spec too large: {len(encoded)} bytes > {self.config.max_spec_bytes}",
+                    )
+                )
+                continue
+            accepted.append((spec, encoded))
+
+        if check_existing:
+            existing = [spec.id for spec, _ in accepted if spec.id in self.registry.specs]
+            if existing:
+                raise AlreadyStarted(existing)
+
+        created, conflicts, write_errors = await self._write_specs(accepted)
+        errors.extend(write_errors)
+        if conflicts and check_existing:
+            # Another caller won a race the local check could not see: undo our part.
+            await self._delete_specs_fenced(created)
+            raise AlreadyStarted(conflicts)
+        for child_id in conflicts:
+            handle = self.registry.handles.get(child_id)
+            errors.append(
+                ChildFailure(child_id, handle.node_id if handle else None, "already_started")
+            )
+        if not wait and on_failure != "rollback":
+            return StartResult(errors=tuple(errors), pending=tuple(cid for cid, _ in created))
+
+        started, wait_errors = await self._wait_started(created, timeout)
+        errors.extend(wait_errors)
+        if errors and on_failure == "rollback" and created:
+            await self.stop_children([cid for cid, _ in created], wait=True, timeout=timeout)
+            return StartResult(started=tuple(started), errors=tuple(errors), rollback=True)
+        return StartResult(started=tuple(started), errors=tuple(errors))
+
+    async def _write_specs(
+        self, accepted: list[tuple[ChildSpec, bytes]]
+    ) -> tuple[list[tuple[str, int]], list[str], list[ChildFailure]]:
+        futures = []
+        for spec, encoded in accepted:
+            key = self.keys.spec(spec.id)
+            op = op_txn([cmp_create(key, "=", 0)], [op_put(key, encoded)])
+            futures.append(self.batcher.submit(op, key, len(key) * 2 + len(encoded)))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        created: list[tuple[str, int]] = []
+        conflicts: list[str] = []
+        errors: list[ChildFailure] = []
+        for (spec, _), result in zip(accepted, results, strict=True):
+            if isinstance(result, BaseException):
+                errors.append(ChildFailure(spec.id, None, f"spec write failed: {result}"))
+            elif not result.succeeded:
+                conflicts.append(spec.id)
+            else:
+                created.append((spec.id, result.revision))
+        return created, conflicts, errors
+
+    async def _delete_specs_fenced(self, created: list[tuple[str, int]]) -> None:
+        futures = []
+        for child_id, revision in created:
+            key = self.keys.spec(child_id)
+            op = op_txn([cmp_create(key, "=", revision)], [op_delete(key)])
+            futures.append(self.batcher.submit(op, key))
+        await asyncio.gather(*futures, return_exceptions=True)
+
+    async def _wait_started(
+        self, created: list[tuple[str, int]], timeout: float
+    ) -> tuple[list[ChildHandle], list[ChildFailure]]:
+        registry = self.registry
+
+        def settled(child_id: str, revision: int) -> Any:
+            def check() -> bool:
+                owner = registry.owners.get(child_id)
+                return (
+                    owner is not None
+                    and owner.create_revision > revision
+                    and owner.record is not None
+                    and owner.record.state is not OwnerState.STARTING
+                )
+
+            return check
+
+        futures = {
+            child_id: registry.watch_child(child_id, settled(child_id, revision))
+            for child_id, revision in created
+        }
+        if futures:
+            await asyncio.wait(futures.values(), timeout=timeout)
+        started: list[ChildHandle] = []
+        errors: list[ChildFailure] = []
+        for child_id, fut in futures.items():
+            handle = registry.handles.get(child_id)
+            if not fut.done():
+                fut.cancel()
+                node = handle.node_id if handle else self.placement(child_id)
+                errors.append(ChildFailure(child_id, node, "timeout"))
+            elif handle is not None and handle.state is OwnerState.FAILED:
+                errors.append(ChildFailure(child_id, handle.node_id, handle.last_exit or "failed"))
+            elif handle is not None:
+                started.append(handle)
+            else:
+                errors.append(ChildFailure(child_id, None, "stopped while starting"))
+        return started, errors
+
+    async def stop_child(
+        self, child_id: str, *, wait: bool = False, timeout: float = 10.0
+    ) -> StopResult:
+        """Stop one child; see :meth:`stop_children`."""
+        return await self.stop_children([child_id], wait=wait, timeout=timeout)
+
+    async def stop_children(
+        self, child_ids: Sequence[str], *, wait: bool = False, timeout: float = 10.0
+    ) -> StopResult:
+        """Stop children cluster-wide: their specs are deleted, their owners stop them.
+
+        An awaited stop waits only for the nodes that ran the children.
+
+        Returns:
+            StopResult: ``stopped`` children with the node they ran on (when waiting),
+            ``errors`` with reason ``"not_found"`` for unknown ids or ``"timeout"``.
+
+        Raises:
+            InvalidSpec: empty request; InvalidChildId: malformed id.
+        """
+        self._require_alive()
+        if isinstance(child_ids, str) or not isinstance(child_ids, Iterable):
+            raise InvalidSpec("stop_children takes a list of child ids")
+        ids: list[str] = list(dict.fromkeys(validate_child_id(c) for c in child_ids))
+        if not ids:
+            raise InvalidSpec("no child ids given")
+        nodes_before = {
+            cid: handle.node_id
+            for cid in ids
+            if (handle := self.registry.handles.get(cid)) is not None
+        }
+        futures = []
+        for child_id in ids:
+            key = self.keys.spec(child_id)
+            futures.append(self.batcher.submit(op_txn([], [op_delete(key)]), key))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        errors: list[ChildFailure] = []
+        deleted: list[str] = []
+        for child_id, result in zip(ids, results, strict=True):
+            if isinstance(result, BaseException):
+                errors.append(ChildFailure(child_id, None, f"spec delete failed: {result}"))
+            elif not result.responses or not result.responses[0]:
+                errors.append(ChildFailure(child_id, None, "not_found"))
+            else:
+                deleted.append(child_id)
+        if not wait:
+            return StopResult(errors=tuple(errors), pending=tuple(deleted))
+        registry = self.registry
+
+        def gone(child_id: str) -> Callable[[], bool]:
+            return lambda: child_id not in registry.owners
+
+        futures_by_id = {cid: registry.watch_child(cid, gone(cid)) for cid in deleted}
+        if futures_by_id:
+            await asyncio.wait(futures_by_id.values(), timeout=timeout)
+        stopped: list[StoppedChild] = []
+        for child_id, fut in futures_by_id.items():
+            node = nodes_before.get(child_id)
+            if fut.done():
+                stopped.append(StoppedChild(child_id, (node,) if node else ()))
+            else:
+                fut.cancel()
+                errors.append(ChildFailure(child_id, node, "timeout"))
+        return StopResult(stopped=tuple(stopped), errors=tuple(errors))
+
+    # -- lookups: local, no network ------------------------------------------------------
+
+    @overload
+    def process_list(self, scope: Literal["global"] = ...) -> dict[str, dict[str, ChildHandle]]: ...
+
+    @overload
+    def process_list(self, scope: Literal["local"]) -> dict[str, ChildHandle]: ...
+
+    def process_list(self, scope: Scope = "global") -> Any:
+        """Running children: ``{child_id: {node_id: handle}}`` or, for ``"local"``,
+        ``{child_id: handle}`` of this node's children (always empty for a client)."""
+        if scope == "global":
+            return {cid: {h.node_id: h} for cid, h in self.registry.handles.items()}
+        if scope == "local":
+            return {}  # a client hosts nothing
+        raise InvalidSpec("scope must be 'global' or 'local'")
+
+    def get_pid(self, child_id: str) -> ChildHandle | None:
+        """Where a child's active instance runs (None if unknown). O(1), local."""
+        return self.registry.handles.get(child_id)
+
+    def get_pids(self, child_id: str) -> list[ChildHandle]:
+        """Every instance of a child (one with singularity); ``[]`` if unknown."""
+        handle = self.registry.handles.get(child_id)
+        return [handle] if handle is not None else []
+
+    def child_lookup(self, child_id: str, *, with_metadata: bool = False) -> tuple[Any, ...] | None:
+        """``(spec, {node: handle})`` or with metadata ``(spec, {node: handle}, metadata)``;
+        None if the child does not exist."""
+        entry = self.registry.specs.get(child_id)
+        if entry is None:
+            return None
+        handle = self.registry.handles.get(child_id)
+        nodes = {handle.node_id: handle} if handle is not None else {}
+        if with_metadata:
+            return (entry.spec, nodes, dict(entry.spec.metadata))
+        return (entry.spec, nodes)
+
+    def tag_query(self, tag: str) -> dict[str, dict[str, ChildHandle]]:
+        """Children whose ``metadata["tag"]`` equals ``tag``: ``{child_id: {node: handle}}``."""
+        handles = self.registry.handles
+        out: dict[str, dict[str, ChildHandle]] = {}
+        for cid in self.registry.tagged(tag):
+            handle = handles.get(cid)
+            out[cid] = {handle.node_id: handle} if handle is not None else {}
+        return out
+
+    def registry_dump(self) -> dict[str, tuple[ChildSpec, dict[str, ChildHandle], dict[str, Any]]]:
+        """Every child: ``{child_id: (spec, {node: handle}, metadata)}``."""
+        handles = self.registry.handles
+        out = {}
+        for cid, entry in self.registry.specs.items():
+            handle = handles.get(cid)
+            nodes = {handle.node_id: handle} if handle is not None else {}
+            out[cid] = (entry.spec, nodes, dict(entry.spec.metadata))
+        return out
+
+    def nodes(self, *, include_local: bool = False) -> list[str]:
+        """Member node ids (draining ones included); this node only with ``include_local``."""
+        return sorted(
+            node_id for node_id in self.registry.nodes if include_local or node_id != self.node_id
+        )
