@@ -63,14 +63,14 @@ class TxnBatcher:
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._running = False
+        self._closed = False
         self.batches = 0
         self.ops = 0
 
     def submit(self, op: Op, key: bytes, size: int = 0) -> asyncio.Future[TxnResult]:
         """Queue a nested txn about ``key``; returns a future of its result."""
-        if not self._running:
-            raise HubClosed("batcher is not running")
+        if self._closed:
+            raise HubClosed("batcher is stopped")
         fut: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(op, key, size or op.ByteSize(), op_width(op), fut))
         self._wakeup.set()
@@ -81,8 +81,13 @@ class TxnBatcher:
         return len(self._queue)
 
     async def run(self) -> None:
-        """Flush forever; on cancellation, fail what is still queued."""
-        self._running = True
+        """Flush forever; on cancellation, fail what is still queued.
+
+        Submissions made before ``run`` starts wait in the queue.
+        """
+        self._closed = False
+        if self._queue:
+            self._wakeup.set()
         try:
             async with asyncio.TaskGroup() as tg:
                 while True:
@@ -95,7 +100,7 @@ class TxnBatcher:
                         batch = self._take()
                         tg.create_task(self._flush(batch))
         finally:
-            self._running = False
+            self._closed = True
             while self._queue:
                 item = self._queue.popleft()
                 if not item.future.done():
