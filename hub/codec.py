@@ -65,7 +65,8 @@ def decode_spec(key: bytes, value: bytes) -> ChildSpec:
             max_restarts=msg.max_restarts,
             max_seconds=msg.max_seconds,
         )
-    except (InvalidSpec, ValueError, TypeError) as exc:
+    except (InvalidSpec, ValueError, TypeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser's recursion limit.
         raise CorruptRecord(key, f"invalid spec: {exc}") from None
 
 

@@ -42,7 +42,7 @@ class HubConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     address: str = ""
     drain_timeout: float = 30.0
-    worker_stop_timeout: float = 5.0
+    worker_stop_timeout: float = 10.0  # above hub.command's default 5 s SIGTERM grace
     max_spec_bytes: int = DEFAULT_MAX_SPEC_BYTES
     startup_timeout: float = 30.0
     resync_interval: float = 30.0

@@ -22,6 +22,7 @@ id cannot escape its prefix and two different ids never map to one key.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -52,6 +53,27 @@ class ParsedKey:
 
 def _enc(value: str) -> str:
     return quote(value, safe="")
+
+
+#: What ``_enc`` can produce: unreserved characters and upper-case ``%XX`` escapes.
+_ENCODED_RE = re.compile(r"(?:[A-Za-z0-9_.~-]|%[0-9A-F]{2})+")
+
+
+def _dec(raw: str) -> str | None:
+    """Inverse of ``_enc``: the id, or None if ``raw`` is not exactly ``_enc(id)`` for any id.
+
+    Non-canonical spellings (``%61`` for ``a``, raw unicode, invalid escapes) are foreign:
+    accepting them would let two keys name one id.
+    """
+    if not _ENCODED_RE.fullmatch(raw):
+        return None
+    if "%" not in raw:
+        return raw
+    try:
+        ident = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return ident if _enc(ident) == raw else None
 
 
 @dataclass(frozen=True)
@@ -111,17 +133,11 @@ class KeySpace:
         for kind, prefix in self._fast:
             if key.startswith(prefix):
                 try:
-                    ident = key[len(prefix) :].decode("utf-8")
+                    raw = key[len(prefix) :].decode("ascii")
                 except UnicodeDecodeError:
                     return None
-                if not ident or "/" in ident:
-                    return None
-                if "%" in ident:
-                    try:
-                        ident = unquote(ident, errors="strict")
-                    except UnicodeDecodeError:
-                        return None
-                return kind, ident
+                ident = _dec(raw)
+                return (kind, ident) if ident is not None else None
         parsed = self.parse(key)
         return (parsed.kind, parsed.id) if parsed is not None else None
 
@@ -151,15 +167,12 @@ class KeySpace:
             return None
         if kind is Kind.REPLICA:
             child, sep, node = tail.partition("/")
-            if not sep or not child or not node or "/" in node:
+            child_id, node_id = _dec(child), _dec(node)
+            if not sep or child_id is None or node_id is None:
                 return None
-            return ParsedKey(kind, unquote(child, errors="strict"), unquote(node))
-        if "/" in tail:
-            return None
-        try:
-            return ParsedKey(kind, unquote(tail, errors="strict"))
-        except UnicodeDecodeError:
-            return None
+            return ParsedKey(kind, child_id, node_id)
+        ident = _dec(tail)
+        return ParsedKey(kind, ident) if ident is not None else None
 
 
 def prefix_end(prefix: bytes) -> bytes:

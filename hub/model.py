@@ -92,6 +92,15 @@ def canonical_json(value: Any, what: str) -> str:
         raise InvalidSpec(f"{what} must be JSON-serializable: {exc}") from None
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(text: str) -> Any:
+    """Parse stored JSON, refusing the ``NaN``/``Infinity`` that canonical_json never writes."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
     """What to run, durably stored under ``specs/{id}``.
@@ -177,18 +186,21 @@ class ChildSpec:
             policy = RestartPolicy(restart or "permanent")
         except ValueError:
             raise InvalidSpec(f"child {id!r}: unknown restart policy {restart!r}") from None
-        metadata = json.loads(metadata_json) if metadata_json else {}
+        metadata = _loads(metadata_json) if metadata_json else {}
         if not isinstance(metadata, dict):
             raise InvalidSpec(f"child {id!r}: metadata is not an object")
+        max_seconds = max_seconds or 30.0
+        if not max_seconds > 0:  # also refuses NaN, like __post_init__
+            raise InvalidSpec(f"child {id!r}: max_seconds must be > 0")
         spec = object.__new__(cls)
         for name, value in (
             ("id", id),
             ("start", start),
-            ("args", json.loads(args_json) if args_json else {}),
+            ("args", _loads(args_json) if args_json else {}),
             ("restart", policy),
             ("metadata", metadata),
             ("max_restarts", max_restarts),
-            ("max_seconds", max_seconds or 30.0),
+            ("max_seconds", max_seconds),
             ("args_json", args_json or "{}"),
             ("metadata_json", metadata_json or "{}"),
         ):

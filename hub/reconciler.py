@@ -391,7 +391,7 @@ class Reconciler:
                 self._start(child_id, owner.create_revision, lease)
 
     async def _release(self, child_ids: list[str], retry: list[str]) -> None:
-        await asyncio.gather(*(self.supervisor.stop(child_id) for child_id in child_ids))
+        await self.supervisor.stop_many(child_ids)
         futures = []
         released = []
         for child_id in child_ids:
@@ -411,7 +411,7 @@ class Reconciler:
                 self.owned.pop(child_id, None)
 
     async def _stop_local(self, child_ids: list[str]) -> None:
-        await asyncio.gather(*(self.supervisor.stop(child_id) for child_id in child_ids))
+        await self.supervisor.stop_many(child_ids)
         for child_id in child_ids:
             self.owned.pop(child_id, None)
 

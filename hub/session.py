@@ -65,6 +65,7 @@ class Session:
         self._lease_id = 0
         self._deadline = 0.0
         self._valid = asyncio.Event()
+        self._stale: list[int] = []  # lost leases that etcd may still hold
         self.incarnations = 0
 
     @property
@@ -118,6 +119,7 @@ class Session:
                     backoff = min(backoff * 2, max(1.0, self.ttl / 3))
                     continue
                 backoff = 0.1
+                await self._revoke_stale()
                 if self._on_granted is not None:
                     await self._on_granted(lease_id)
             lost_reason = await self._keep_alive_until_lost()
@@ -127,12 +129,19 @@ class Session:
             log.warning("lease %x lost: %s; fencing local workers", lost, lost_reason)
             if self._on_lost is not None:
                 await self._on_lost(lost)
-            # Best effort: if etcd is reachable, drop the old incarnation's keys now rather
-            # than after the TTL, so the cluster converges sooner.
+            # Drop the old incarnation's keys as soon as etcd answers rather than after its
+            # TTL (etcd even extends leases when it restarts), so the cluster converges sooner.
+            self._stale.append(lost)
+            await self._revoke_stale()
+
+    async def _revoke_stale(self) -> None:
+        """Best effort: revoke leases of previous incarnations."""
+        while self._stale:
             try:
-                await self.store.lease_revoke(lost, timeout=min(1.0, self.ttl / 3))
+                await self.store.lease_revoke(self._stale[0], timeout=min(1.0, self.ttl / 3))
             except StoreError:
-                pass
+                return
+            self._stale.pop(0)
 
     async def _keep_alive_until_lost(self) -> str:
         """Renew every TTL/3 until the lease is lost; returns why."""

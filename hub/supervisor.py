@@ -1,7 +1,7 @@
 """Local worker lifecycle: start, supervise, restart with backoff, stop.
 
 The :class:`Supervisor` runs the workers of one node. The hub calls :meth:`Supervisor.start`
-once it owns a child and :meth:`Supervisor.stop` / :meth:`Supervisor.stop_all` when it must
+once it owns a child and :meth:`Supervisor.stop` (or ``stop_many``, ``stop_all``) when it must
 let go; the supervisor reports back through :class:`SupervisorEvents`.
 
 Lifecycle of one child::
@@ -25,7 +25,7 @@ Guarantees:
   that still has a live task, including one in restart backoff or ignoring cancellation.
 * Isolation: a worker's exception is caught in its supervising task; it never reaches the
   task group, other workers or :meth:`Supervisor.run`. Event callbacks that raise are logged
-  and ignored.
+  and ignored. ``KeyboardInterrupt`` and ``SystemExit`` are not caught: they end the process.
 * A requested stop emits no event. Every other end of a child emits exactly one final
   ``worker_exited``; every exit except ``START_FAILED`` follows a ``worker_started``.
 * Restart policy (``spec.restart``): ``permanent`` restarts after any exit, ``transient`` only
@@ -41,7 +41,7 @@ final ``START_FAILED`` (on the first start and on restarts alike), so a worker t
 start is not retried. A normal return inside the window is a normal exit.
 
 Warning: Python cannot kill a coroutine. A worker that catches ``CancelledError`` and keeps
-running is only *waited for*: :meth:`Supervisor.stop` and :meth:`Supervisor.stop_all` give up
+running is only *waited for*: :meth:`Supervisor.stop` (and ``stop_many``, ``stop_all``) give up
 after ``stop_timeout`` and log an error, the child keeps its id (``is_running`` stays true)
 until the task really ends, and :meth:`Supervisor.run` cannot return before it ends.
 """
@@ -56,7 +56,7 @@ import random
 import time
 import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ParamSpec, Protocol
 
@@ -314,27 +314,22 @@ class Supervisor:
         if pending:
             self._log_ignored_cancellation(child)
 
+    async def stop_many(self, child_ids: Iterable[str]) -> None:
+        """Stop several children concurrently, bounded by one ``stop_timeout`` in total.
+
+        Like :meth:`stop` for each id, but with one pass of cancels and one wait, and no
+        task per id. Unknown ids are skipped. Emits no events.
+        """
+        children = [self._children[c] for c in dict.fromkeys(child_ids) if c in self._children]
+        await self._stop_children(children)
+
     async def stop_all(self) -> None:
         """Stop every child concurrently, bounded by one ``stop_timeout`` in total.
 
         Used for self-fencing: one pass of cancels, then one wait, so thousands of workers
         stop in one round of loop iterations. Emits no events.
         """
-        children = list(self._children.values())
-        if not children:
-            return
-        for child in children:
-            self._request_stop(child)
-        _, pending = await asyncio.wait(
-            [child.task for child in children], timeout=self._stop_timeout
-        )
-        if pending:
-            logger.error(
-                "%d worker(s) ignored cancellation for %.1fs", len(pending), self._stop_timeout
-            )
-            for child in children:
-                if child.task in pending:
-                    self._log_ignored_cancellation(child)
+        await self._stop_children(list(self._children.values()))
 
     # -- queries -------------------------------------------------------------------------
 
@@ -360,6 +355,22 @@ class Supervisor:
         child.stop_requested = True
         child.stopping.set()
         child.task.cancel()
+
+    async def _stop_children(self, children: list[_Child]) -> None:
+        if not children:
+            return
+        for child in children:
+            self._request_stop(child)
+        _, pending = await asyncio.wait(
+            [child.task for child in children], timeout=self._stop_timeout
+        )
+        if pending:
+            logger.error(
+                "%d worker(s) ignored cancellation for %.1fs", len(pending), self._stop_timeout
+            )
+            for child in children:
+                if child.task in pending:
+                    self._log_ignored_cancellation(child)
 
     def _forget(self, child: _Child) -> None:
         if self._children.get(child.spec.id) is child:
