@@ -114,9 +114,16 @@ class Informer:
         start = self.revision if self._seen_at_revision else self.revision + 1
         async with self.store.watch(self.prefix, start) as stream:
             self.last_heard = time.monotonic()
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._probe(stream))
-                await self._consume(stream)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._probe(stream))
+                    await self._consume(stream)
+            except BaseExceptionGroup as group:
+                # Surface the first real failure so run() can classify it (relist/retry).
+                for exc in group.exceptions:
+                    if not isinstance(exc, asyncio.CancelledError):
+                        raise exc from None
+                raise
 
     async def _probe(self, stream: WatchStream) -> None:
         """Request progress regularly; raise _Stalled when etcd stops answering."""

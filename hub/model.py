@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,9 +97,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # "1e999"
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
 def _loads(text: str) -> Any:
     """Parse stored JSON, refusing the ``NaN``/``Infinity`` that canonical_json never writes."""
-    return json.loads(text, parse_constant=_reject_constant)
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 @dataclass(frozen=True, slots=True)

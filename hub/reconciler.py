@@ -292,17 +292,21 @@ class Reconciler:
             groups.setdefault(action, []).append(child_id)
         retry: list[str] = []
         try:
-            async with asyncio.TaskGroup() as tg:
-                if Action.ACQUIRE in groups:
-                    tg.create_task(self._acquire(groups[Action.ACQUIRE], retry))
-                if Action.RELEASE in groups:
-                    tg.create_task(self._release(groups[Action.RELEASE], retry))
-                if Action.STOP_LOCAL in groups:
-                    tg.create_task(self._stop_local(groups[Action.STOP_LOCAL]))
-                if Action.CLEAR_FOREIGN in groups:
-                    tg.create_task(self._clear_foreign(groups[Action.CLEAR_FOREIGN], retry))
-                if Action.ADOPT in groups:
-                    self._adopt(groups[Action.ADOPT])
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    if Action.ACQUIRE in groups:
+                        tg.create_task(self._acquire(groups[Action.ACQUIRE], retry))
+                    if Action.RELEASE in groups:
+                        tg.create_task(self._release(groups[Action.RELEASE], retry))
+                    if Action.STOP_LOCAL in groups:
+                        tg.create_task(self._stop_local(groups[Action.STOP_LOCAL]))
+                    if Action.CLEAR_FOREIGN in groups:
+                        tg.create_task(self._clear_foreign(groups[Action.CLEAR_FOREIGN], retry))
+                    if Action.ADOPT in groups:
+                        self._adopt(groups[Action.ADOPT])
+            except Exception as exc:  # a bug or an unexpected error must not kill the loop
+                log.exception("reconcile round failed: %s", exc)
+                retry.extend(actions.keys())
             if retry:
                 # Outcome unknown or etcd unavailable: look again after a jittered pause.
                 await asyncio.sleep(0.2 + 0.3 * random.random())
