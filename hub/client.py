@@ -63,7 +63,9 @@ class HubClient:
             self.store,
             self.keys.root,
             self.registry,
-            stall_timeout=max(2.0, cfg.lease_ttl / 3),
+            # Generous: a busy loop must not look like a partition; the lease deadline,
+            # not the informer, is what fences.
+            stall_timeout=max(3.0, cfg.lease_ttl / 2),
         )
         self.batcher = TxnBatcher(self.store)
         self._placer: Placer = cfg.distribution.placer({})
