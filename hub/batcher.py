@@ -12,8 +12,10 @@ the create revision of any key it created). If the outer txn fails, every future
 gets the exception; after :class:`~hub.errors.StoreTimeout` the outcome is *unknown* and
 callers must re-read (the watch will tell) rather than retry blindly.
 
-Two operations on the same key never share an outer txn (etcd rejects duplicate keys);
-the later one waits for the next batch.
+Two operations on the same key never share an outer txn (etcd rejects duplicate keys),
+and an operation waits while an earlier one on its key is in flight: pipelined batches may
+be applied in any order, so this keeps each key's operations in submission order (a
+``failed`` owner record must not be overwritten by the ``running`` one queued before it).
 
 Ownership: the Hub runs :meth:`TxnBatcher.run` in its task group; flushes are tasks of the
 batcher's own TaskGroup.
@@ -64,6 +66,7 @@ class TxnBatcher:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._closed = False
+        self._busy: set[bytes] = set()  # keys with an operation in flight
         self.batches = 0
         self.ops = 0
 
@@ -98,6 +101,11 @@ class TxnBatcher:
                     while self._queue:
                         await self._slots.acquire()
                         batch = self._take()
+                        if not batch:
+                            # Everything queued waits for its key; _flush wakes us up.
+                            self._slots.release()
+                            break
+                        self._busy.update(item.key for item in batch)
                         tg.create_task(self._flush(batch))
         finally:
             self._closed = True
@@ -120,7 +128,7 @@ class TxnBatcher:
             ):
                 break
             self._queue.popleft()
-            if item.key in keys:
+            if item.key in keys or item.key in self._busy:
                 deferred.append(item)
                 continue
             keys.add(item.key)
@@ -148,4 +156,7 @@ class TxnBatcher:
                 if not item.future.done():
                     item.future.set_result(response)
         finally:
+            self._busy.difference_update(item.key for item in batch)
             self._slots.release()
+            if self._queue:
+                self._wakeup.set()

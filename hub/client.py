@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Literal, overload
 
-from hub.batcher import TxnBatcher
+from hub.batcher import DEFAULT_MAX_BYTES, TxnBatcher
 from hub.codec import encode_spec
 from hub.config import HubConfig, make_config
-from hub.errors import AlreadyStarted, HubClosed, InvalidSpec
+from hub.errors import AlreadyStarted, HubClosed, InvalidSpec, StoreError
 from hub.informer import Informer
 from hub.keys import KeySpace
 from hub.model import (
@@ -35,7 +35,7 @@ from hub.model import (
     validate_child_id,
 )
 from hub.registry import Registry
-from hub.store import Store, cmp_create, op_delete, op_put, op_txn
+from hub.store import MAX_TXN_OPS, Store, cmp_create, op_delete, op_put, op_txn
 from hub.worker import AllowList, validate_target
 from strategies.base import Placer
 
@@ -281,7 +281,10 @@ class HubClient:
             if existing:
                 raise AlreadyStarted(existing)
 
-        created, conflicts, write_errors = await self._write_specs(accepted)
+        if check_existing:
+            created, conflicts, write_errors = await self._write_specs_all_or_none(accepted)
+        else:
+            created, conflicts, write_errors = await self._write_specs(accepted)
         errors.extend(write_errors)
         if conflicts and check_existing:
             # Another caller won a race the local check could not see: undo our part.
@@ -321,6 +324,65 @@ class HubClient:
                 conflicts.append(spec.id)
             else:
                 created.append((spec.id, result.revision))
+        return created, conflicts, errors
+
+    async def _write_specs_all_or_none(
+        self, accepted: list[tuple[ChildSpec, bytes]]
+    ) -> tuple[list[tuple[str, int]], list[str], list[ChildFailure]]:
+        """Create the specs of a ``check_existing`` request all together or not at all.
+
+        One txn per chunk compares every key of the chunk, so a request refused because one
+        id exists never makes its other children visible, not even briefly (with per-key
+        writes a node could start them before the rollback deletes them). Requests larger
+        than one txn (128 children or ~1 MiB) are written as concurrent chunks; the caller
+        rolls back the chunks that succeeded if another one conflicted.
+        """
+        chunks: list[list[tuple[ChildSpec, bytes]]] = []
+        size = 0
+        for item in accepted:
+            if not chunks or (
+                len(chunks[-1]) >= MAX_TXN_OPS or size + len(item[1]) > DEFAULT_MAX_BYTES
+            ):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(item)
+            size += len(item[1])
+
+        async def write(
+            chunk: list[tuple[ChildSpec, bytes]],
+        ) -> tuple[list[tuple[str, int]], list[str], list[ChildFailure]]:
+            keys = [self.keys.spec(spec.id) for spec, _ in chunk]
+            try:
+                result = await self.store.txn(
+                    [cmp_create(key, "=", 0) for key in keys],
+                    [op_put(key, encoded) for key, (_, encoded) in zip(keys, chunk, strict=True)],
+                )
+            except StoreError as exc:
+                return (
+                    [],
+                    [],
+                    [ChildFailure(s.id, None, f"spec write failed: {exc}") for s, _ in chunk],
+                )
+            if result.succeeded:
+                return [(spec.id, result.revision) for spec, _ in chunk], [], []
+            found = await asyncio.gather(
+                *(self.store.get(key) for key in keys), return_exceptions=True
+            )
+            existing = [
+                spec.id
+                for (spec, _), kv in zip(chunk, found, strict=True)
+                if kv is not None and not isinstance(kv, BaseException)
+            ]
+            # None found (deleted meanwhile, or unreadable): the chunk as a whole conflicted.
+            return [], existing or [spec.id for spec, _ in chunk], []
+
+        created: list[tuple[str, int]] = []
+        conflicts: list[str] = []
+        errors: list[ChildFailure] = []
+        for done, conflicted, failed in await asyncio.gather(*map(write, chunks)):
+            created.extend(done)  # in request order
+            conflicts.extend(conflicted)
+            errors.extend(failed)
         return created, conflicts, errors
 
     async def _delete_specs_fenced(self, created: list[tuple[str, int]]) -> None:

@@ -1,6 +1,7 @@
 """A single-member etcd on loopback, for development, the demo, benchmarks and tests.
 
-Not for production: one member, no TLS, no auth, bound to ``127.0.0.1`` only.
+Not for production: one member, bound to ``127.0.0.1`` only; optional client TLS
+(:class:`LocalTls`) for tests of TLS clients.
 
 ::
 
@@ -26,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,13 +37,21 @@ import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
 
 from hub.errors import ConfigError
 
-__all__ = ["LocalEtcd", "LocalEtcdError", "find_etcd_binary", "find_etcdctl_binary", "main"]
+__all__ = [
+    "LocalEtcd",
+    "LocalEtcdError",
+    "LocalTls",
+    "find_etcd_binary",
+    "find_etcdctl_binary",
+    "main",
+]
 
 ENV_BINARY = "PROCESSHUB_ETCD_BIN"
 QUOTA_BACKEND_BYTES = 8 * 1024**3
@@ -53,6 +63,41 @@ _PORT_RETRIES = 3
 
 class LocalEtcdError(RuntimeError):
     """Raised when the local etcd process could not be started."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTls:
+    """Serve the client port over https (the peer port stays plain: one member only).
+
+    ``cert_file``/``key_file`` are the server's key pair (its SAN must name 127.0.0.1);
+    ``ca_file`` is trusted for client certificates. With ``client_cert_auth`` every client
+    must present a certificate signed by that CA; the health probe then presents the
+    server's own pair, so that certificate must also allow client authentication.
+    """
+
+    cert_file: str | os.PathLike[str]
+    key_file: str | os.PathLike[str]
+    ca_file: str | os.PathLike[str]
+    client_cert_auth: bool = True
+
+    def args(self) -> list[str]:
+        """etcd flags for this TLS setup."""
+        flags = [
+            "--cert-file",
+            os.fspath(self.cert_file),
+            "--key-file",
+            os.fspath(self.key_file),
+            "--trusted-ca-file",
+            os.fspath(self.ca_file),
+        ]
+        return [*flags, "--client-cert-auth"] if self.client_cert_auth else flags
+
+    def probe_context(self) -> ssl.SSLContext:
+        """An SSL context for the health probe."""
+        context = ssl.create_default_context(cafile=os.fspath(self.ca_file))
+        if self.client_cert_auth:
+            context.load_cert_chain(os.fspath(self.cert_file), os.fspath(self.key_file))
+        return context
 
 
 def _distro_binary(name: str) -> Path | None:
@@ -158,6 +203,7 @@ class LocalEtcd:
         binary: path (or name on PATH) of the etcd binary; see :func:`find_etcd_binary`.
         name: the member name.
         extra_args: extra command-line flags appended verbatim.
+        tls: serve clients over https with these files; None for plain http.
 
     Raises:
         ConfigError: no etcd binary could be found.
@@ -171,6 +217,7 @@ class LocalEtcd:
         binary: str | None = None,
         name: str = "processhub-dev",
         extra_args: Sequence[str] = (),
+        tls: LocalTls | None = None,
     ) -> None:
         for label, port in (("client_port", client_port), ("peer_port", peer_port)):
             if not 0 <= port <= 65535:
@@ -180,6 +227,7 @@ class LocalEtcd:
         self._binary = find_etcd_binary(binary)
         self._name = name
         self._extra_args = tuple(extra_args)
+        self._tls = tls
         self._auto_client_port = client_port == 0
         self._auto_peer_port = peer_port == 0
         self._ports_settled = False  # True after the first successful start
@@ -230,8 +278,13 @@ class LocalEtcd:
 
     @property
     def url(self) -> str:
-        """``"http://127.0.0.1:PORT"`` for clients."""
-        return f"http://{self.endpoint}"
+        """``"http://127.0.0.1:PORT"`` (``https://`` with TLS) for clients."""
+        return f"{self.scheme}://{self.endpoint}"
+
+    @property
+    def scheme(self) -> str:
+        """``"https"`` when started with :class:`LocalTls`, else ``"http"``."""
+        return "https" if self._tls is not None else "http"
 
     @property
     def pid(self) -> int | None:
@@ -289,7 +342,7 @@ class LocalEtcd:
             self._peer_port = peer
 
     def _command(self) -> list[str]:
-        client_url = f"http://{_HOST}:{self._client_port}"
+        client_url = f"{self.scheme}://{_HOST}:{self._client_port}"
         peer_url = f"http://{_HOST}:{self._peer_port}"
         return [
             str(self._binary),
@@ -315,6 +368,7 @@ class LocalEtcd:
             "0",
             "--quota-backend-bytes",
             str(QUOTA_BACKEND_BYTES),
+            *(self._tls.args() if self._tls is not None else ()),
             *self._extra_args,
         ]
 
@@ -360,7 +414,9 @@ class LocalEtcd:
         if self._client_port == 0:
             return False
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=timeout) as response:
+            context = self._tls.probe_context() if self._tls is not None else None
+            url = f"{self.url}/health"
+            with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
                 body = json.loads(response.read().decode("utf-8", "replace"))
         except (OSError, ValueError):  # URLError, timeouts, refused, bad JSON
             return False

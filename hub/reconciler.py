@@ -399,7 +399,7 @@ class Reconciler:
         futures = []
         released = []
         for child_id in child_ids:
-            token = self.owned.get(child_id)
+            token = self.owned.get(child_id) or self._cached_token(child_id)
             if token is None:
                 continue
             owner_key = self.keys.owner(child_id)
@@ -413,6 +413,17 @@ class Reconciler:
                 retry.append(child_id)
             else:
                 self.owned.pop(child_id, None)
+
+    def _cached_token(self, child_id: str) -> int | None:
+        """Our token as the cache shows it (an acquire whose reply was lost, for example)."""
+        owner = self.registry.owners.get(child_id)
+        lease = self.session.lease_id
+        if owner is None or owner.record is None or not lease:
+            return None
+        record = owner.record
+        if record.node_id == self.node_id and record.incarnation == lease:
+            return owner.create_revision
+        return None
 
     async def _stop_local(self, child_ids: list[str]) -> None:
         await self.supervisor.stop_many(child_ids)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -90,6 +90,17 @@ class TlsConfig:
         )
 
 
+def _is_host_port(endpoint: str) -> bool:
+    """``host:port`` with a port in 1..65535; an IPv6 host in brackets; no scheme or path."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return False
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        return bool(host) and all(c in "0123456789abcdefABCDEF:." for c in host)
+    return bool(host) and not any(c.isspace() or c in "/@[]:" for c in host)
+
+
 @dataclass(frozen=True, slots=True)
 class EtcdConfig:
     """How to reach etcd.
@@ -119,10 +130,10 @@ class EtcdConfig:
         if not eps:
             raise ConfigError("at least one etcd endpoint is required")
         for ep in eps:
-            host, sep, port = ep.rpartition(":")
-            if not sep or not host or not port.isdigit():
+            if not _is_host_port(ep):
                 raise ConfigError(f"etcd endpoint {ep!r} must look like host:port")
         object.__setattr__(self, "endpoints", eps)
+        self.target()  # several endpoints: IP addresses of one family (ConfigError)
         if (self.username is None) != (self.password is None):
             raise ConfigError("etcd username and password must be given together")
         if self.request_timeout <= 0:
@@ -279,10 +290,27 @@ _CODE_TO_ERROR: dict[grpc.StatusCode, type[StoreError]] = {
 }
 
 
+#: etcd reports most auth failures as INVALID_ARGUMENT (wrong password, no user name) or in
+#: a watch's cancel reason, so they are recognised by their message.
+_AUTH_FAILURES: Final = (
+    "authentication failed",
+    "user name is empty",
+    "invalid auth token",
+    "permission denied",
+    "revision of auth store is old",
+)
+
+
+def _is_auth_failure(details: str) -> bool:
+    return any(fragment in details for fragment in _AUTH_FAILURES)
+
+
 def translate(exc: grpc.aio.AioRpcError) -> StoreError:
     """Map a gRPC error to the most specific hub error."""
     code = exc.code()
     details = exc.details() or ""
+    if _is_auth_failure(details):
+        return StoreAuthError(f"etcd {code.name}: {details}")
     if "lease not found" in details:
         return LeaseNotFound(details)
     if "required revision has been compacted" in details:
@@ -537,7 +565,8 @@ class Store:
         """Open a watch of every key under ``prefix`` from ``start_revision`` (inclusive)."""
         if self._channel is None:
             raise StoreUnavailable("store is closed")
-        return WatchStream(self._watch, self._metadata, prefix, start_revision)
+        reauth = self._authenticate if self.config.username is not None else None
+        return WatchStream(self._watch, self._metadata, prefix, start_revision, reauth)
 
 
 def _txn_result(resp: Any, revision: int) -> TxnResult:
@@ -559,13 +588,23 @@ class WatchStream:
     """One etcd watch over a prefix, as an async iterator of :class:`WatchBatch`.
 
     Raises RevisionCompacted when etcd cancels the watch because the start revision was
-    compacted, StoreUnavailable when the stream breaks. ``request_progress()`` asks etcd
+    compacted, StoreAuthError when it refuses our token (etcd checks it only when a watch
+    is created, so an expired one surfaces here; ``reauth`` fetches a fresh token for the
+    next watch), StoreUnavailable when the stream breaks. ``request_progress()`` asks etcd
     for a progress notification; :class:`hub.informer.Informer` uses it to notice a silent
     partition.
     """
 
-    def __init__(self, stub: Any, metadata: Any, prefix: bytes, start_revision: int) -> None:
+    def __init__(
+        self,
+        stub: Any,
+        metadata: Any,
+        prefix: bytes,
+        start_revision: int,
+        reauth: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._stub = stub
+        self._reauth = reauth
         self._metadata = metadata
         self._prefix = prefix
         self._start = start_revision
@@ -608,6 +647,10 @@ class WatchStream:
                 raise StoreUnavailable("watch stream ended")
             if resp.compact_revision:
                 raise RevisionCompacted(int(resp.compact_revision))
+            if resp.canceled and _is_auth_failure(resp.cancel_reason):
+                if self._reauth is not None:
+                    await self._reauth()
+                raise StoreAuthError(f"watch refused by etcd: {resp.cancel_reason}")
             if resp.canceled:
                 raise StoreUnavailable(f"watch canceled by etcd: {resp.cancel_reason}")
             if resp.created and not resp.events:
