@@ -144,7 +144,9 @@ class Informer:
                 continue
             fresh = self._dedupe(batch.events)
             if fresh:
-                self.sink.apply(fresh, batch.revision)
+                # Not the header revision: while catching up etcd sends its *current*
+                # revision there, ahead of the events this batch carries.
+                self.sink.apply(fresh, fresh[-1].mod_revision)
 
     def _dedupe(self, events: Sequence[Event]) -> list[Event]:
         fresh: list[Event] = []
