@@ -14,6 +14,8 @@ Contract (after client-go's SharedInformer):
 * ``synced`` is set once the first listing has been applied.
 * Every ``progress_interval`` the informer asks etcd for a progress notification; if nothing
   arrives for ``stall_timeout`` the stream is presumed silently partitioned and is reopened.
+  Progress notices prove liveness and measure lag; they never move the resume point
+  (old etcd releases can send them ahead of undelivered events).
   ``last_heard`` and ``store_revision`` expose freshness and lag.
 
 Ownership: the Hub runs :meth:`Informer.run` in its task group; the informer owns the
@@ -110,7 +112,7 @@ class Informer:
 
     async def _watch(self) -> None:
         # Resume inclusive of the last applied revision when it came from events (it may
-        # have been cut mid-way); a listing or progress notice covers its revision fully.
+        # have been cut mid-way); a listing covers its revision fully.
         start = self.revision if self._seen_at_revision else self.revision + 1
         async with self.store.watch(self.prefix, start) as stream:
             self.last_heard = time.monotonic()
@@ -138,9 +140,9 @@ class Informer:
             self.last_heard = time.monotonic()
             self.store_revision = max(self.store_revision, batch.revision)
             if batch.is_progress:
-                if batch.revision > self.revision:
-                    self.revision = batch.revision
-                    self._seen_at_revision = set()
+                # Liveness and lag only. etcd before 3.5.8 can send a progress notice ahead
+                # of events it has not delivered yet (etcd-io/etcd#15220), so it must never
+                # advance the point below which events are dropped as already applied.
                 continue
             fresh = self._dedupe(batch.events)
             if fresh:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from hub.errors import ConfigError
@@ -51,7 +51,12 @@ class ParsedKey:
     node_id: str | None = None  # only for replicas/{child}/{node}
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~\-]*")
+
+
 def _enc(value: str) -> str:
+    if _UNRESERVED.fullmatch(value):
+        return value  # what quote() would return, without its per-character work
     return quote(value, safe="")
 
 
@@ -87,6 +92,10 @@ class KeySpace:
 
     hub_id: str
     prefix: str = DEFAULT_PREFIX
+    _fast: tuple[tuple[Kind, bytes], ...] = field(init=False, repr=False, compare=False, default=())
+    _families: dict[Kind, bytes] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         try:
@@ -95,6 +104,12 @@ class KeySpace:
             raise ConfigError(str(exc)) from None
         if not self.prefix or self.prefix.endswith("/"):
             raise ConfigError("prefix must be non-empty and must not end with '/'")
+        root = f"{self.prefix}/{self.hub_id}/".encode()
+        families = {kind: root + kind.value.encode() + b"/" for kind in Kind}
+        object.__setattr__(self, "_families", families)
+        # Prefixes tried first by split(), the watch's hot path: owners and specs dominate.
+        fast = tuple((k, families[k]) for k in (Kind.OWNER, Kind.SPEC, Kind.NODE))
+        object.__setattr__(self, "_fast", fast)
 
     @property
     def root(self) -> bytes:
@@ -103,7 +118,7 @@ class KeySpace:
 
     def family(self, kind: Kind) -> bytes:
         """Prefix of every key of one family, ending in ``/``."""
-        return self.root + kind.value.encode() + b"/"
+        return self._families[kind]
 
     def node(self, node_id: NodeId | str) -> bytes:
         """``nodes/{node_id}``."""
@@ -140,14 +155,6 @@ class KeySpace:
                 return (kind, ident) if ident is not None else None
         parsed = self.parse(key)
         return (parsed.kind, parsed.id) if parsed is not None else None
-
-    @property
-    def _fast(self) -> tuple[tuple[Kind, bytes], ...]:
-        fast: tuple[tuple[Kind, bytes], ...] | None = self.__dict__.get("_fast_cache")
-        if fast is None:
-            fast = tuple((k, self.family(k)) for k in (Kind.OWNER, Kind.SPEC, Kind.NODE))
-            object.__setattr__(self, "_fast_cache", fast)
-        return fast
 
     def parse(self, key: bytes) -> ParsedKey | None:
         """Split a key of this hub; ``None`` for anything foreign or malformed."""

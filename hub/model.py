@@ -7,6 +7,7 @@ built, so a malformed spec is refused before anything reaches etcd.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import re
@@ -106,7 +107,14 @@ def _finite_float(text: str) -> float:
 
 def _loads(text: str) -> Any:
     """Parse stored JSON, refusing the ``NaN``/``Infinity`` that canonical_json never writes."""
+    if text == "{}":
+        return {}  # by far the most common args/metadata: skip the parser
     return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_target(start: str) -> bool:
+    return _TARGET_RE.match(start) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +196,7 @@ class ChildSpec:
             InvalidSpec: a field is invalid; ValueError: the JSON does not parse.
         """
         validate_child_id(id)
-        if not _TARGET_RE.match(start):
+        if not _is_target(start):
             raise InvalidSpec(f"child {id!r}: malformed start target {start!r}")
         try:
             policy = RestartPolicy(restart or "permanent")

@@ -47,6 +47,9 @@ from strategies.base import DistributionStrategy, Placer
 
 log = logging.getLogger("hub.reconciler")
 
+#: Children released per step: one etcd txn's worth of owner deletes.
+RELEASE_CHUNK = 126
+
 
 class Action(enum.Enum):
     """What :func:`plan` asks the executor to do for one child."""
@@ -395,17 +398,24 @@ class Reconciler:
                 self._start(child_id, owner.create_revision, lease)
 
     async def _release(self, child_ids: list[str], retry: list[str]) -> None:
-        await self.supervisor.stop_many(child_ids)
+        """Stop, then delete the owner key, in chunks of one txn's worth.
+
+        Chunks pipeline the hand-over: the new owners can start the first children while
+        this node is still stopping the rest.
+        """
         futures = []
         released = []
-        for child_id in child_ids:
-            token = self.owned.get(child_id) or self._cached_token(child_id)
-            if token is None:
-                continue
-            owner_key = self.keys.owner(child_id)
-            op = op_txn([cmp_create(owner_key, "=", token)], [op_delete(owner_key)])
-            released.append(child_id)
-            futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 2))
+        for first in range(0, len(child_ids), RELEASE_CHUNK):
+            chunk = child_ids[first : first + RELEASE_CHUNK]
+            await self.supervisor.stop_many(chunk)
+            for child_id in chunk:
+                token = self.owned.get(child_id) or self._cached_token(child_id)
+                if token is None:
+                    continue
+                owner_key = self.keys.owner(child_id)
+                op = op_txn([cmp_create(owner_key, "=", token)], [op_delete(owner_key)])
+                released.append(child_id)
+                futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 2))
         results = await asyncio.gather(*futures, return_exceptions=True)
         for child_id, result in zip(released, results, strict=True):
             if isinstance(result, BaseException):

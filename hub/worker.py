@@ -194,6 +194,10 @@ def _is_worker_class(obj: object) -> bool:
     return inspect.isclass(obj) and _is_async_function(getattr(obj, "run", None))
 
 
+#: Resolved targets; starting thousands of children of one target imports it once.
+_LOADED: dict[str, object] = {}
+
+
 def _load_target(target: str, child_id: str) -> object:
     """Import ``target`` and return the class or async function it names."""
     module_name, sep, attr_path = target.partition(":")
@@ -261,7 +265,12 @@ def resolve_target(target: str, allow: AllowList | None = None, *, child_id: str
     """
     if allow is not None:
         allow.check(target)
-    obj = _load_target(target, child_id)
+    obj = _LOADED.get(target)
+    if obj is None:
+        obj = _load_target(target, child_id)
+        if len(_LOADED) >= 1024:
+            _LOADED.clear()
+        _LOADED[target] = obj  # only successes: a missing module may be installed later
     if inspect.isclass(obj):
         worker_class = cast("type[Worker]", obj)
         try:
