@@ -47,6 +47,8 @@ from strategies.base import DistributionStrategy, Placer
 
 log = logging.getLogger("hub.reconciler")
 
+_UNKNOWN = "\0unknown"  # not a valid node id
+
 #: Children released per step: one etcd txn's worth of owner deletes.
 RELEASE_CHUNK = 126
 
@@ -157,6 +159,7 @@ class Reconciler:
         #: child id -> fencing token of every child this incarnation owns
         self.owned: dict[str, int] = {}
         self._placer: Placer = distribution.placer({})
+        self._placement: dict[str, str | None] = {}
         self._members: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._in_flight: set[str] = set()
@@ -186,6 +189,10 @@ class Reconciler:
         if nodes_changed or full:
             self._rebuild_placement(full)
         if child_ids:
+            specs, placement = self.registry.specs, self._placement
+            for child_id in child_ids:
+                if child_id not in specs:
+                    placement.pop(child_id, None)  # keep the memo as big as the registry
             self.mark(child_ids)
 
     def set_draining(self, draining: bool) -> None:
@@ -194,28 +201,39 @@ class Reconciler:
         self.mark(self.owned.keys())
 
     def placement(self, child_id: str) -> str | None:
-        """Where the distribution strategy puts a child, at the cached membership."""
-        return self._placer.owner(child_id)
+        """Where the distribution strategy puts a child, at the cached membership.
+
+        Memoized per membership: planning asks several times per child and event.
+        """
+        try:
+            return self._placement[child_id]
+        except KeyError:
+            node = self._placement[child_id] = self._placer.owner(child_id)
+            return node
 
     def _rebuild_placement(self, full: bool) -> None:
         members = self.registry.active_members()
         if members == self._members and not full:
             return
+        old_placement = self._placement
         old = self._placer
         self._members = members
         self._placer = self.distribution.placer(members)
+        self._placement = {}
         if full:
             self.mark_all()
             return
         # Incremental: only children whose ring owner changed, children nobody owns and
         # children we own (they may have to move) need a look.
         owners = self.registry.owners
-        new = self._placer
-        moved = [
-            child_id
-            for child_id in self.registry.specs
-            if child_id not in owners or old.owner(child_id) != new.owner(child_id)
-        ]
+        placement = self.placement
+        moved = []
+        for child_id in self.registry.specs:
+            before = old_placement.get(child_id, _UNKNOWN)
+            if before is _UNKNOWN:
+                before = old.owner(child_id)
+            if child_id not in owners or before != placement(child_id):
+                moved.append(child_id)
         self.mark(moved)
         self.mark(self.owned.keys())
 
@@ -271,7 +289,7 @@ class Reconciler:
         me = self._me()
         reg = self.registry
         specs, owners, revision = reg.specs, reg.owners, reg.revision
-        owned, placer, supervisor = self.owned, self._placer, self.supervisor
+        owned, placement, supervisor = self.owned, self.placement, self.supervisor
         out: dict[str, Action] = {}
         for child_id in child_ids:
             spec = specs.get(child_id)
@@ -279,7 +297,7 @@ class Reconciler:
                 me,
                 spec,
                 owners.get(child_id),
-                placer.owner(child_id) if spec is not None else None,
+                placement(child_id) if spec is not None else None,
                 owned.get(child_id),
                 supervisor.is_running(child_id),
                 revision,

@@ -77,8 +77,12 @@ class Registry:
         self.revision = 0
         self.corrupt = 0
         self.listener: Listener | None = None
+        #: Extra observers (metrics, dashboards, benchmarks): called after every batch with
+        #: every touched child id, owner state changes included. Must be quick.
+        self.observers: list[Callable[[set[str], bool, bool], None]] = []
         self._waiters: dict[str, list[tuple[Callable[[], bool], asyncio.Future[None]]]] = {}
         self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._state_only: set[str] = set()  # owner state changes of the batch being applied
 
     # -- informer sink -------------------------------------------------------------------
 
@@ -148,10 +152,22 @@ class Registry:
                     self.handles[ident] = handle
                 else:
                     self.handles.pop(ident, None)
+                previous = self.owners.get(ident)
                 self.owners[ident] = OwnerEntry(
                     record, create_revision, mod_revision, lease, handle
                 )
-                touched.add(ident)
+                if (
+                    previous is not None
+                    and previous.create_revision == create_revision
+                    and previous.record is not None
+                    and record is not None
+                    and previous.record.node_id == record.node_id
+                ):
+                    # Same owner, new state (running, restarting...): waiters care, the
+                    # reconciler does not, so don't make every node re-plan the child.
+                    self._state_only.add(ident)
+                else:
+                    touched.add(ident)
             elif kind is Kind.SPEC:
                 spec = decode_spec(key, value)
                 if spec.id != ident:
@@ -214,11 +230,19 @@ class Registry:
                 else:
                     waiting.append((revision, fut))
             self._revision_waiters = waiting
+        state_only, self._state_only = self._state_only, set()
         if self._waiters:
-            for child_id in touched if not full else list(self._waiters):
+            for child_id in (touched | state_only) if not full else list(self._waiters):
                 self._check_waiters(child_id)
         if self.listener is not None and (touched or nodes_changed or full):
             self.listener.registry_changed(touched, nodes_changed, full)
+        if self.observers:
+            everything = touched | state_only
+            for observer in self.observers:
+                try:
+                    observer(everything, nodes_changed, full)
+                except Exception:
+                    log.exception("registry observer failed")
 
     # -- waiting for a child's state -----------------------------------------------------
 

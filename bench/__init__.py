@@ -1,0 +1,1 @@
+"""Benchmarks of processhub: ``python bench/run_all.py`` (see docs/benchmarks.md)."""
