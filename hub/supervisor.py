@@ -184,6 +184,38 @@ async def _guard(run: WorkerFn, ctx: Context) -> Exception | None:
     return None
 
 
+class _StartWindow:
+    """Counts event-loop iterations after a worker began; then reports it started."""
+
+    __slots__ = ("child", "closed", "restarts", "started", "supervisor")
+
+    def __init__(self, supervisor: Supervisor, child: _Child, restarts: int) -> None:
+        self.supervisor = supervisor
+        self.child = child
+        self.restarts = restarts
+        self.started = False
+        self.closed = False
+
+    def tick(self, loop: asyncio.AbstractEventLoop, left: int) -> None:
+        if self.closed:
+            return
+        if left > 1:
+            loop.call_soon(self.tick, loop, left - 1)
+            return
+        self.started = True
+        child = self.child
+        self.supervisor._notify(
+            child,
+            self.supervisor._events.worker_started,
+            child.spec.id,
+            child.fencing_token,
+            self.restarts,
+        )
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def _should_restart(policy: RestartPolicy, kind: ExitKind) -> bool:
     if policy is RestartPolicy.PERMANENT:
         return True
@@ -502,22 +534,28 @@ class Supervisor:
             restarts=restarts,
             stopping=child.stopping,
         )
-        # On cancellation (a stop) this group cancels the instance, waits for it, re-raises.
-        async with asyncio.TaskGroup() as task_group:
-            instance = task_group.create_task(_guard(run, ctx), name=f"hub.worker:{spec.id}")
-            for _ in range(START_WINDOW_ITERATIONS):
-                await asyncio.sleep(0)
-            if instance.done():
-                if instance.cancelled():
-                    return self._start_failed(child, "CancelledError: cancelled itself at start")
-                error = instance.result()
-                if error is not None:
-                    return self._start_failed(child, _failure_reason(error), error)
-            self._notify(child, self._events.worker_started, spec.id, child.fencing_token, restarts)
-        if instance.cancelled():
-            # Not a stop (that would have cancelled us too): e.g. it awaited a cancelled future.
+        # The instance runs inside this (the child's) task: one task per child keeps starts
+        # and stops cheap. A call_soon chain marks the end of the start window.
+        loop = asyncio.get_running_loop()
+        window = _StartWindow(self, child, restarts)
+        loop.call_soon(window.tick, loop, START_WINDOW_ITERATIONS)
+        task = asyncio.current_task()
+        try:
+            error = await _guard(run, ctx)
+        except asyncio.CancelledError:
+            window.close()
+            if child.stop_requested or (task is not None and task.cancelling()):
+                raise  # a stop
+            # The worker raised CancelledError by itself (e.g. awaited a cancelled future).
+            if not window.started:
+                return self._start_failed(child, "CancelledError: cancelled itself at start")
             return self._crashed(child, "CancelledError: cancelled without a stop request", None)
-        error = instance.result()
+        window.close()
+        if not window.started:
+            if error is not None:
+                return self._start_failed(child, _failure_reason(error), error)
+            # A normal return inside the window: it did start, then exited normally.
+            self._notify(child, self._events.worker_started, spec.id, child.fencing_token, restarts)
         if error is None:
             return _Outcome(ExitKind.NORMAL, "normal")
         return self._crashed(child, _failure_reason(error), error)

@@ -629,12 +629,10 @@ async def test_worker_ignoring_cancellation_is_bounded_by_stop_timeout(
             sup.start(spec("c1", "Sleeper"), fencing_token=5, incarnation=1)
         assert any("ignored cancellation" in r.getMessage() for r in caplog.records)
 
-        began = time.monotonic()
+        # A second stop cancels again: a worker that swallowed one cancellation is
+        # interrupted once more (here inside its except block), so self-fencing's stop_all
+        # still ends it.
         await sup.stop_all()
-        assert 0.15 <= time.monotonic() - began < TIMEOUT
-        assert sup.is_running("c1")
-
-        sample_workers.RELEASE["c1"].set()
         await wait_until(lambda: not sup.is_running("c1"), TIMEOUT)
         assert rec.exits("c1") == []
 
