@@ -16,6 +16,8 @@ Contract (after client-go's SharedInformer):
   arrives for ``stall_timeout`` the stream is presumed silently partitioned and is reopened.
   Progress notices prove liveness and measure lag; they never move the resume point
   (old etcd releases can send them ahead of undelivered events).
+* Every ``relist_interval`` (10 min) the prefix is listed afresh, bounding the damage of
+  any event a watch could have missed.
   ``last_heard`` and ``store_revision`` expose freshness and lag.
 
 Ownership: the Hub runs :meth:`Informer.run` in its task group; the informer owns the
@@ -49,6 +51,10 @@ class _Stalled(Exception):
     """The watch stream went silent for longer than the stall timeout."""
 
 
+class _RelistDue(Exception):
+    """Time for the periodic full relist."""
+
+
 class Informer:
     """Keeps ``sink`` in step with every key under ``prefix``."""
 
@@ -60,15 +66,19 @@ class Informer:
         *,
         progress_interval: float = 1.0,
         stall_timeout: float = 3.0,
+        relist_interval: float = 600.0,
     ) -> None:
         self.store = store
         self.prefix = prefix
         self.sink = sink
         self.progress_interval = progress_interval
         self.stall_timeout = stall_timeout
+        self.relist_interval = relist_interval
+        self._listed_at = 0.0
         self.synced = asyncio.Event()
-        self.revision = 0  # highest revision fully applied
+        self.revision = 0  # highest revision applied (the resume point)
         self.store_revision = 0  # latest revision etcd told us about
+        self.confirmed_revision = 0  # latest revision a progress notice vouched for
         self.last_heard = 0.0  # monotonic time of the last response from etcd
         self.relists = 0
         self.reconnects = 0
@@ -76,8 +86,8 @@ class Informer:
 
     @property
     def lag(self) -> int:
-        """Revisions etcd has that we have not applied (as of the last response)."""
-        return max(0, self.store_revision - self.revision)
+        """Revisions etcd has that we have not seen (as of the last response); a metric."""
+        return max(0, self.store_revision - max(self.revision, self.confirmed_revision))
 
     async def run(self) -> None:
         """List, then watch forever; relist on compaction; reconnect with backoff."""
@@ -94,6 +104,10 @@ class Informer:
                 need_list = True
                 self.relists += 1
                 continue
+            except _RelistDue:
+                need_list = True
+                self.relists += 1
+                continue
             except (StoreError, _Stalled) as exc:
                 self.reconnects += 1
                 log.warning("watch interrupted (%s); resuming from revision %d", exc, self.revision)
@@ -105,6 +119,7 @@ class Informer:
         kvs, revision = await self.store.list_prefix(self.prefix)
         self.last_heard = time.monotonic()
         self.sink.reset(kvs, revision)
+        self._listed_at = time.monotonic()
         self.revision = revision
         self.store_revision = max(self.store_revision, revision)
         self._seen_at_revision = set()
@@ -131,8 +146,13 @@ class Informer:
         """Request progress regularly; raise _Stalled when etcd stops answering."""
         while True:
             await asyncio.sleep(self.progress_interval)
-            if time.monotonic() - self.last_heard > self.stall_timeout:
+            now = time.monotonic()
+            if now - self.last_heard > self.stall_timeout:
                 raise _Stalled(f"no word from etcd for {self.stall_timeout:.1f}s")
+            if now - self._listed_at > self.relist_interval:
+                # Level-triggered all the way down: whatever a watch could ever have missed
+                # is repaired by a fresh listing now and then.
+                raise _RelistDue()
             await stream.request_progress()
 
     async def _consume(self, stream: WatchStream) -> None:
@@ -140,6 +160,7 @@ class Informer:
             self.last_heard = time.monotonic()
             self.store_revision = max(self.store_revision, batch.revision)
             if batch.is_progress:
+                self.confirmed_revision = max(self.confirmed_revision, batch.revision)
                 # Liveness and lag only. etcd before 3.5.8 can send a progress notice ahead
                 # of events it has not delivered yet (etcd-io/etcd#15220), so it must never
                 # advance the point below which events are dropped as already applied.

@@ -376,8 +376,9 @@ class Store:
         options: list[tuple[str, Any]] = [
             ("grpc.keepalive_time_ms", int(cfg.keepalive_time * 1000)),
             ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout * 1000)),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
+            # etcd's server policy refuses pings without an active stream (GOAWAY
+            # "too_many_pings"); a node always has its watch open, which is what matters.
+            ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             # Reconnect quickly after etcd restarts: the default backoff grows to 120 s.

@@ -229,10 +229,28 @@ async def test_informer_lists_then_watches_in_order(
 
             # Freshness: a write outside the prefix is reflected through progress notices.
             outside = await store.put(f"{hub_prefix}/elsewhere".encode(), b"x")
-            await wait_until(lambda: informer.revision >= outside and informer.lag == 0, timeout=5)
-            assert informer.store_revision >= outside
+            await wait_until(
+                lambda: informer.store_revision >= outside and informer.lag == 0, timeout=5
+            )
+            # ...but a progress notice never moves the resume point (etcd-io/etcd#15220).
+            assert informer.revision < outside
             assert time.monotonic() - informer.last_heard < 1.0
             assert len(sink.resets) == 1 and informer.relists == 0
+
+
+async def test_informer_relists_periodically(
+    no_leaked_tasks: None, etcd_endpoint: str, hub_prefix: str
+) -> None:
+    prefix = f"{hub_prefix}/r/".encode()
+    async with Store(config(etcd_endpoint)) as store:
+        await store.put(prefix + b"a", b"1")
+        sink = Sink()
+        informer = Informer(store, prefix, sink, progress_interval=0.1, relist_interval=0.3)
+        async with running(informer.run()):
+            await wait_until(lambda: len(sink.resets) >= 3, timeout=5)
+            assert informer.relists >= 2
+            await store.put(prefix + b"b", b"2")
+            await wait_until(lambda: sink.values() == {prefix + b"a": b"1", prefix + b"b": b"2"}, 5)
 
 
 async def test_informer_resumes_after_resets_without_duplicates(
