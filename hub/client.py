@@ -59,10 +59,12 @@ class HubClient:
         self.registry = Registry(self.keys)
         self.registry.listener = self
         self.allow = AllowList(cfg.allowed_targets) if cfg.allowed_targets is not None else None
+        watch_start, watch_end = self.keys.watched_range()
         self.informer = Informer(
             self.store,
-            self.keys.root,
+            watch_start,
             self.registry,
+            end=watch_end,
             # Generous: a busy loop must not look like a partition; the lease deadline,
             # not the informer, is what fences.
             stall_timeout=max(3.0, cfg.lease_ttl / 2),
@@ -466,7 +468,16 @@ class HubClient:
         futures = []
         for child_id in ids:
             key = self.keys.spec(child_id)
-            futures.append(self.batcher.submit(op_txn([], [op_delete(key)]), key))
+            # The child's saved state goes with it (its spec delete stays response 0).
+            op = op_txn(
+                [],
+                [
+                    op_delete(key),
+                    op_delete(self.keys.checkpoint(child_id)),
+                    op_delete(self.keys.handover(child_id)),
+                ],
+            )
+            futures.append(self.batcher.submit(op, key))
         results = await asyncio.gather(*futures, return_exceptions=True)
         errors: list[ChildFailure] = []
         deleted: list[str] = []

@@ -8,6 +8,8 @@ ignored by protobuf), a record with schema 0 is treated as foreign.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -20,6 +22,7 @@ from hub.model import (
     NodeState,
     OwnerRecord,
     OwnerState,
+    canonical_json,
 )
 
 SCHEMA = 1
@@ -139,3 +142,42 @@ def decode_owner(key: bytes, value: bytes) -> OwnerRecord:
         restarts=msg.restarts,
         last_exit=msg.last_exit,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """Worker state from ``handover/`` or ``checkpoints/``; ``token`` names its writer."""
+
+    value: Any
+    token: int
+    saved_at: float
+
+
+def encode_state(value: Any, token: int, saved_at: float) -> bytes:
+    """Serialize worker state: bytes pass through, anything else must be JSON.
+
+    Raises:
+        InvalidSpec: the state is neither bytes nor JSON-serializable.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        encoding, data = "bytes", bytes(value)
+    else:
+        encoding, data = "json", canonical_json(value, "worker state").encode()
+    return bytes(
+        pb.State(
+            schema=SCHEMA, encoding=encoding, data=data, token=token, saved_at=saved_at
+        ).SerializeToString()
+    )
+
+
+def decode_state(key: bytes, value: bytes) -> StateRecord:
+    """Parse a state record; raises CorruptRecord."""
+    msg = _parse(pb.State(), key, value)
+    if msg.encoding == "bytes":
+        return StateRecord(bytes(msg.data), msg.token, msg.saved_at)
+    if msg.encoding == "json":
+        try:
+            return StateRecord(json.loads(msg.data), msg.token, msg.saved_at)
+        except (ValueError, RecursionError) as exc:
+            raise CorruptRecord(key, f"state is not JSON: {exc}") from None
+    raise CorruptRecord(key, f"unknown state encoding {msg.encoding!r}")

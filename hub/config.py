@@ -14,6 +14,7 @@ from hub.model import ChildSpec, validate_name
 from hub.store import EtcdConfig, TlsConfig
 from strategies.base import DistributionStrategy
 from strategies.distribution import ConsistentHashing
+from strategies.migration import ColdSwap, MigrationStrategy
 
 #: etcd refuses requests above 1.5 MiB by default; one spec must fit with room to spare.
 DEFAULT_MAX_SPEC_BYTES = 1024 * 1024
@@ -38,6 +39,7 @@ class HubConfig:
     allowed_targets: tuple[str, ...] | None = None
     validate_targets: bool = True
     distribution: DistributionStrategy = field(default_factory=ConsistentHashing)
+    migration: MigrationStrategy = field(default_factory=ColdSwap)
     weight: int = 1
     labels: Mapping[str, str] = field(default_factory=dict)
     address: str = ""

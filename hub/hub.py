@@ -61,6 +61,7 @@ class Hub(HubClient):
             events=self,
             allow=self.allow,
             stop_timeout=cfg.worker_stop_timeout,
+            checkpointer=self._checkpoint,
         )
         self.membership = Membership(
             self.store,
@@ -79,6 +80,7 @@ class Hub(HubClient):
             batcher=self.batcher,
             supervisor=self.supervisor,
             distribution=cfg.distribution,
+            migration=cfg.migration,
             resync_interval=cfg.resync_interval,
         )
         self._stopping = False
@@ -201,6 +203,9 @@ class Hub(HubClient):
                     await self.reconciler.wait_idle()
         except TimeoutError:
             log.warning("drain timed out with %d children still local", len(self.reconciler.owned))
+
+    async def _checkpoint(self, child_id: str, token: int, state: Any) -> None:
+        await self.reconciler.checkpoint(child_id, token, state)
 
     # -- lease and registry callbacks ----------------------------------------------------
 

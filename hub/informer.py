@@ -67,9 +67,11 @@ class Informer:
         progress_interval: float = 1.0,
         stall_timeout: float = 3.0,
         relist_interval: float = 600.0,
+        end: bytes | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
+        self.end = end  # None: the whole prefix; else the range [prefix, end)
         self.sink = sink
         self.progress_interval = progress_interval
         self.stall_timeout = stall_timeout
@@ -116,7 +118,7 @@ class Informer:
             await asyncio.sleep(backoff * (1 + random.random()))  # jittered 1x-2x
 
     async def _list(self) -> None:
-        kvs, revision = await self.store.list_prefix(self.prefix)
+        kvs, revision = await self.store.list_prefix(self.prefix, end=self.end)
         self.last_heard = time.monotonic()
         self.sink.reset(kvs, revision)
         self._listed_at = time.monotonic()
@@ -129,7 +131,7 @@ class Informer:
         # Resume inclusive of the last applied revision when it came from events (it may
         # have been cut mid-way); a listing covers its revision fully.
         start = self.revision if self._seen_at_revision else self.revision + 1
-        async with self.store.watch(self.prefix, start) as stream:
+        async with self.store.watch(self.prefix, start, end=self.end) as stream:
             self.last_heard = time.monotonic()
             try:
                 async with asyncio.TaskGroup() as tg:

@@ -12,7 +12,10 @@ key (under the hub root)         value           lease            meaning
                                                                   create_revision is the
                                                                   fencing token
 ``replicas/{child_id}/{node}``   Replica         the host's       extra replicas (later)
-``handover/{child_id}``          state bytes     handover lease   state in flight (later)
+``handover/{child_id}``          State           handover lease   state in flight during a
+                                                                  hot-swap migration
+``checkpoints/{child_id}``       State           none             the last checkpoint the
+                                                                  owner wrote (fenced)
 ===============================  ==============  ===============  ==========================
 
 Ids are percent-encoded (``urllib.parse.quote`` with no safe characters), so ``/`` inside an
@@ -40,6 +43,7 @@ class Kind(enum.Enum):
     OWNER = "owners"
     REPLICA = "replicas"
     HANDOVER = "handover"
+    CHECKPOINT = "checkpoints"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,19 @@ class KeySpace:
     def handover(self, child_id: ChildId | str) -> bytes:
         """``handover/{child_id}``."""
         return self.family(Kind.HANDOVER) + _enc(child_id).encode()
+
+    def checkpoint(self, child_id: ChildId | str) -> bytes:
+        """``checkpoints/{child_id}``."""
+        return self.family(Kind.CHECKPOINT) + _enc(child_id).encode()
+
+    def watched_range(self) -> tuple[bytes, bytes]:
+        """The key range every node watches: ``nodes/`` .. ``specs/`` (inclusive).
+
+        Worker state (``checkpoints/``, ``handover/``) sorts before ``nodes/`` and stays
+        outside it, so kilobytes of state per child never reach every node's watch; the
+        new owner reads it in its acquire transaction instead.
+        """
+        return self.family(Kind.NODE), prefix_end(self.family(Kind.SPEC))
 
     def split(self, key: bytes) -> tuple[Kind, str] | None:
         """Fast path of :meth:`parse` for nodes, specs and owners: ``(kind, id)`` or None.

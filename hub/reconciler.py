@@ -35,15 +35,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.batcher import TxnBatcher
-from hub.codec import encode_owner
-from hub.errors import HubClosed
+from hub.codec import decode_state, encode_owner, encode_state
+from hub.errors import CorruptRecord, HubClosed, InvalidSpec, StaleFence, StoreError
 from hub.keys import KeySpace
 from hub.model import OwnerRecord, OwnerState, RestartPolicy
 from hub.registry import OwnerEntry, Registry, SpecEntry
 from hub.session import Session
-from hub.store import cmp_create, cmp_mod, op_delete, op_put, op_txn
+from hub.store import cmp_create, cmp_mod, op_delete, op_get, op_put, op_txn
 from hub.supervisor import ExitKind, Supervisor, WorkerExit
 from strategies.base import DistributionStrategy, Placer
+from strategies.migration import ColdSwap, MigrationStrategy
 
 log = logging.getLogger("hub.reconciler")
 
@@ -144,6 +145,7 @@ class Reconciler:
         batcher: TxnBatcher,
         supervisor: Supervisor,
         distribution: DistributionStrategy,
+        migration: MigrationStrategy | None = None,
         resync_interval: float = 30.0,
         max_in_flight_rounds: int = 8,
     ) -> None:
@@ -154,6 +156,7 @@ class Reconciler:
         self.batcher = batcher
         self.supervisor = supervisor
         self.distribution = distribution
+        self.migration: MigrationStrategy = migration if migration is not None else ColdSwap()
         self.resync_interval = resync_interval
         self.draining = False
         #: child id -> fencing token of every child this incarnation owns
@@ -168,6 +171,9 @@ class Reconciler:
         self._rounds = asyncio.Semaphore(max_in_flight_rounds)
         self._tg: asyncio.TaskGroup | None = None
         self._value_cache: dict[tuple[Any, ...], bytes] = {}
+        #: children started with handed-over state: its key is deleted with the running write
+        self._handover_consumed: set[str] = set()
+        self._handover_lease: tuple[int, float] = (0, 0.0)  # (lease id, monotonic expiry)
         self.rounds = 0
 
     # -- inputs --------------------------------------------------------------------------
@@ -370,15 +376,21 @@ class Reconciler:
             if entry is None:
                 continue
             owner_key = keys.owner(child_id)
+            # The same round trip reads the state the child may start from: handed over by
+            # its previous owner, or checkpointed.
             op = op_txn(
                 [
                     cmp_create(owner_key, "=", 0),
                     cmp_create(keys.spec(child_id), "=", entry.create_revision),
                 ],
-                [op_put(owner_key, value, lease)],
+                [
+                    op_put(owner_key, value, lease),
+                    op_get(keys.handover(child_id)),
+                    op_get(keys.checkpoint(child_id)),
+                ],
             )
             entries.append(entry)
-            futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 3 + len(value)))
+            futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 5 + len(value)))
         results = await asyncio.gather(*futures, return_exceptions=True)
         for entry, result in zip(entries, results, strict=True):
             child_id = entry.spec.id
@@ -391,15 +403,52 @@ class Reconciler:
             if self.session.lease_id != lease:
                 continue  # fenced meanwhile: the key dies with the old lease
             self.owned[child_id] = result.revision
-            self._start(child_id, result.revision, lease)
+            state, source = self._incoming_state(child_id, result.responses)
+            self._start(child_id, result.revision, lease, state, source)
 
-    def _start(self, child_id: str, token: int, lease: int) -> None:
+    def _incoming_state(self, child_id: str, responses: tuple[Any, ...]) -> tuple[Any, str | None]:
+        """The fresher of handed-over and checkpointed state (by the writer's token)."""
+        best: tuple[int, int, Any, str] | None = None
+        for rank, (source, kvs) in enumerate(
+            (("checkpoint", responses[2]), ("handover", responses[1]))
+        ):
+            if not kvs:
+                continue
+            kv = kvs[0]
+            try:
+                record = decode_state(kv.key, kv.value)
+            except CorruptRecord as exc:
+                log.warning("ignoring %s state of %r: %s", source, child_id, exc)
+                continue
+            candidate = (record.token, rank, record.value, source)
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+        if best is None:
+            return None, None
+        if best[3] == "handover":
+            self._handover_consumed.add(child_id)
+        return best[2], best[3]
+
+    def _start(
+        self,
+        child_id: str,
+        token: int,
+        lease: int,
+        state: Any = None,
+        source: str | None = None,
+    ) -> None:
         entry = self.registry.specs.get(child_id)
         if entry is None:
             self.mark([child_id])
             return
         try:
-            self.supervisor.start(entry.spec, fencing_token=token, incarnation=lease)
+            self.supervisor.start(
+                entry.spec,
+                fencing_token=token,
+                incarnation=lease,
+                state=state,
+                state_source=source,
+            )
         except (HubClosed, ValueError) as exc:
             log.warning("could not start %r: %s", child_id, exc)
 
@@ -419,21 +468,37 @@ class Reconciler:
         """Stop, then delete the owner key, in chunks of one txn's worth.
 
         Chunks pipeline the hand-over: the new owners can start the first children while
-        this node is still stopping the rest.
+        this node is still stopping the rest. With a hot-swap migration, a child that moves
+        (its spec still exists) hands its state over in the very txn that releases it.
         """
         futures = []
         released = []
+        migration = self.migration
+        specs = self.registry.specs
         for first in range(0, len(child_ids), RELEASE_CHUNK):
             chunk = child_ids[first : first + RELEASE_CHUNK]
-            await self.supervisor.stop_many(chunk)
+            moving = migration.handover and any(c in specs for c in chunk)
+            states = await self.supervisor.stop_many(
+                chunk, collect_state=moving, state_timeout=migration.state_timeout
+            )
+            handover_lease = await self._lease_for_handover() if states else 0
+            now = time.time()
             for child_id in chunk:
                 token = self.owned.get(child_id) or self._cached_token(child_id)
                 if token is None:
                     continue
                 owner_key = self.keys.owner(child_id)
-                op = op_txn([cmp_create(owner_key, "=", token)], [op_delete(owner_key)])
+                success = [op_delete(owner_key)]
+                if child_id in states and child_id in specs and handover_lease:
+                    try:
+                        value = encode_state(states[child_id], token, now)
+                    except InvalidSpec as exc:
+                        log.warning("%r moves without state: %s", child_id, exc)
+                    else:
+                        success.append(op_put(self.keys.handover(child_id), value, handover_lease))
+                op = op_txn([cmp_create(owner_key, "=", token)], success)
                 released.append(child_id)
-                futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 2))
+                futures.append(self.batcher.submit(op, owner_key))
         results = await asyncio.gather(*futures, return_exceptions=True)
         for child_id, result in zip(released, results, strict=True):
             if isinstance(result, BaseException):
@@ -441,6 +506,37 @@ class Reconciler:
                 retry.append(child_id)
             else:
                 self.owned.pop(child_id, None)
+
+    async def _lease_for_handover(self) -> int:
+        """A short lease for handed-over state, shared by releases while it is fresh."""
+        ttl = self.migration.handover_ttl
+        lease_id, expires = self._handover_lease
+        now = time.monotonic()
+        if lease_id and expires - now > ttl / 2:
+            return lease_id
+        try:
+            lease_id, granted = await self.session.store.lease_grant(ttl)
+        except StoreError as exc:
+            log.warning("no lease for handed-over state (%s); moving without state", exc)
+            return 0
+        self._handover_lease = (lease_id, now + granted)
+        return lease_id
+
+    async def checkpoint(self, child_id: str, token: int, state: Any) -> None:
+        """Persist a worker's state under ``checkpoints/{id}``, fenced by its token.
+
+        Raises:
+            StaleFence: the child has another owner now (or none).
+            InvalidSpec: the state is neither bytes nor JSON-serializable.
+        """
+        owner_key = self.keys.owner(child_id)
+        value = encode_state(state, token, time.time())
+        op = op_txn(
+            [cmp_create(owner_key, "=", token)], [op_put(self.keys.checkpoint(child_id), value)]
+        )
+        result = await self.batcher.submit(op, self.keys.checkpoint(child_id))
+        if not result.succeeded:
+            raise StaleFence(child_id, token)
 
     def _cached_token(self, child_id: str) -> int | None:
         """Our token as the cache shows it (an acquire whose reply was lost, for example)."""
@@ -502,7 +598,12 @@ class Reconciler:
             owner_key = self.keys.owner(child_id)
             op = op_txn(
                 [cmp_create(owner_key, "=", fencing_token)],
-                [op_delete(self.keys.spec(child_id)), op_delete(owner_key)],
+                [
+                    op_delete(self.keys.spec(child_id)),
+                    op_delete(owner_key),
+                    op_delete(self.keys.checkpoint(child_id)),
+                    op_delete(self.keys.handover(child_id)),
+                ],
             )
             fut = self.batcher.submit(op, owner_key)
             fut.add_done_callback(lambda f: self._after_write(f, child_id))
@@ -521,7 +622,12 @@ class Reconciler:
             return
         owner_key = self.keys.owner(child_id)
         value = self._owner_value(lease, state, restarts, last[:500])
-        op = op_txn([cmp_create(owner_key, "=", token)], [op_put(owner_key, value, lease)])
+        success = [op_put(owner_key, value, lease)]
+        if state is OwnerState.RUNNING and child_id in self._handover_consumed:
+            # The new instance runs with the handed-over state: drop it from etcd.
+            self._handover_consumed.discard(child_id)
+            success.append(op_delete(self.keys.handover(child_id)))
+        op = op_txn([cmp_create(owner_key, "=", token)], success)
         try:
             fut = self.batcher.submit(op, owner_key, len(owner_key) * 2 + len(value))
         except HubClosed:

@@ -457,13 +457,14 @@ class Store:
         revision: int = 0,
         page_size: int = LIST_PAGE_SIZE,
         timeout: float | None = None,
+        end: bytes | None = None,
     ) -> tuple[list[KeyValue], int]:
-        """Read every key under ``prefix`` at one revision, in pages.
+        """Read every key under ``prefix`` (or in ``[prefix, end)``) at one revision, in pages.
 
         Returns the keys and the revision they reflect. Raises RevisionCompacted if
         ``revision`` is older than etcd keeps.
         """
-        end = prefix_end(prefix)
+        end = end if end is not None else prefix_end(prefix)
         start = prefix
         out: list[KeyValue] = []
         pinned = revision
@@ -562,12 +563,13 @@ class Store:
 
     # -- watch ---------------------------------------------------------------------------
 
-    def watch(self, prefix: bytes, start_revision: int) -> WatchStream:
-        """Open a watch of every key under ``prefix`` from ``start_revision`` (inclusive)."""
+    def watch(self, prefix: bytes, start_revision: int, *, end: bytes | None = None) -> WatchStream:
+        """Watch every key under ``prefix`` (or in ``[prefix, end)``) from ``start_revision``
+        (inclusive)."""
         if self._channel is None:
             raise StoreUnavailable("store is closed")
         reauth = self._authenticate if self.config.username is not None else None
-        return WatchStream(self._watch, self._metadata, prefix, start_revision, reauth)
+        return WatchStream(self._watch, self._metadata, prefix, start_revision, reauth, end)
 
 
 def _txn_result(resp: Any, revision: int) -> TxnResult:
@@ -603,8 +605,10 @@ class WatchStream:
         prefix: bytes,
         start_revision: int,
         reauth: Callable[[], Awaitable[None]] | None = None,
+        end: bytes | None = None,
     ) -> None:
         self._stub = stub
+        self._end = end if end is not None else prefix_end(prefix)
         self._reauth = reauth
         self._metadata = metadata
         self._prefix = prefix
@@ -615,7 +619,7 @@ class WatchStream:
         self._call = self._stub.Watch(metadata=self._metadata)
         create = rpc.WatchCreateRequest(
             key=self._prefix,
-            range_end=prefix_end(self._prefix),
+            range_end=self._end,
             start_revision=self._start,
             progress_notify=True,
         )

@@ -51,14 +51,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import enum
+import inspect
 import logging
 import random
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import ParamSpec, Protocol
+from typing import Any, ParamSpec, Protocol
 
 from hub.errors import (
     ConfigError,
@@ -173,6 +174,12 @@ class _Child:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     stop_requested: bool = False
     task: asyncio.Task[None] = field(init=False)
+    #: state the next instance starts from (incoming handover/checkpoint, then the
+    #: latest checkpoint this child wrote on this node)
+    state: Any = None
+    state_source: str | None = None
+    #: the current instance object of a class target (for handover_state)
+    instance: object | None = None
 
 
 async def _guard(run: WorkerFn, ctx: Context) -> Exception | None:
@@ -214,6 +221,10 @@ class _StartWindow:
 
     def close(self) -> None:
         self.closed = True
+
+
+async def _await(value: Awaitable[Any]) -> Any:
+    return await value
 
 
 def _should_restart(policy: RestartPolicy, kind: ExitKind) -> bool:
@@ -259,6 +270,7 @@ class Supervisor:
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        checkpointer: Callable[[str, int, Any], Awaitable[None]] | None = None,
     ) -> None:
         if not stop_timeout > 0:
             raise ConfigError(f"stop_timeout must be > 0, got {stop_timeout!r}")
@@ -279,6 +291,7 @@ class Supervisor:
         self._children: dict[str, _Child] = {}
         self._task_group: asyncio.TaskGroup | None = None
         self._active = False
+        self._checkpointer = checkpointer
 
     # -- running -------------------------------------------------------------------------
 
@@ -309,7 +322,15 @@ class Supervisor:
             self._task_group = None
             self._active = False
 
-    def start(self, spec: ChildSpec, *, fencing_token: int, incarnation: int) -> None:
+    def start(
+        self,
+        spec: ChildSpec,
+        *,
+        fencing_token: int,
+        incarnation: int,
+        state: Any = None,
+        state_source: str | None = None,
+    ) -> None:
         """Start supervising ``spec`` without waiting; outcomes arrive as events.
 
         Args:
@@ -327,6 +348,7 @@ class Supervisor:
         if spec.id in self._children:
             raise ValueError(f"child {spec.id!r} is already running on this node")
         child = _Child(spec=spec, fencing_token=fencing_token, incarnation=incarnation)
+        child.state, child.state_source = state, state_source
         self._children[spec.id] = child
         child.task = task_group.create_task(
             self._supervise(child), name=f"hub.supervisor:{spec.id}"
@@ -346,14 +368,67 @@ class Supervisor:
         if pending:
             self._log_ignored_cancellation(child)
 
-    async def stop_many(self, child_ids: Iterable[str]) -> None:
+    async def stop_many(
+        self, child_ids: Iterable[str], *, collect_state: bool = False, state_timeout: float = 3.0
+    ) -> dict[str, Any]:
         """Stop several children concurrently, bounded by one ``stop_timeout`` in total.
 
         Like :meth:`stop` for each id, but with one pass of cancels and one wait, and no
         task per id. Unknown ids are skipped. Emits no events.
+
+        With ``collect_state``, each stopped instance that defines ``handover_state()``
+        (sync or async) is asked for its state, all within ``state_timeout``; returns
+        ``{child_id: state}`` for those that answered (None answers are left out). A
+        worker whose ``handover_state`` raises or is too slow moves without state.
         """
         children = [self._children[c] for c in dict.fromkeys(child_ids) if c in self._children]
         await self._stop_children(children)
+        if not collect_state:
+            return {}
+        return await self._collect_states(children, state_timeout)
+
+    async def _collect_states(self, children: list[_Child], timeout: float) -> dict[str, Any]:
+        states: dict[str, Any] = {}
+        pending: list[tuple[str, Awaitable[Any]]] = []
+        for child in children:
+            getter = getattr(child.instance, "handover_state", None)
+            if getter is None or not callable(getter):
+                continue
+            try:
+                value = getter()
+            except Exception as exc:
+                logger.warning(
+                    "handover_state of %r raised: %s", child.spec.id, describe_exception(exc)
+                )
+                continue
+            if inspect.isawaitable(value):
+                pending.append((child.spec.id, value))
+            elif value is not None:
+                states[child.spec.id] = value
+        if pending:
+            try:
+                async with asyncio.timeout(timeout):
+                    results = await asyncio.gather(
+                        *(_await(value) for _, value in pending), return_exceptions=True
+                    )
+            except TimeoutError:
+                logger.warning("handover_state timed out for %d child(ren)", len(pending))
+                results = []
+            for (child_id, _), result in zip(pending, results, strict=False):
+                if isinstance(result, BaseException):
+                    logger.warning("handover_state of %r raised: %s", child_id, result)
+                elif result is not None:
+                    states[child_id] = result
+        return states
+
+    async def _checkpoint(self, child_id: str, token: int, state: Any) -> None:
+        """Write a checkpoint through the hub; remember it for local restarts."""
+        if self._checkpointer is None:
+            raise RuntimeError("no checkpoint store configured")
+        await self._checkpointer(child_id, token, state)
+        child = self._children.get(child_id)
+        if child is not None and child.fencing_token == token:
+            child.state, child.state_source = state, "checkpoint"
 
     async def stop_all(self) -> None:
         """Stop every child concurrently, bounded by one ``stop_timeout`` in total.
@@ -522,6 +597,16 @@ class Supervisor:
             return self._start_failed(child, exc.reason)
         except TargetNotAllowed as exc:
             return self._start_failed(child, str(exc))
+        child.instance = getattr(run, "__self__", None)
+        state = child.state
+        alter = getattr(child.instance, "alter_handover_state", None)
+        if state is not None and child.state_source == "handover" and callable(alter):
+            try:
+                state = alter(state)
+            except Exception as exc:
+                return self._start_failed(
+                    child, f"alter_handover_state raised: {describe_exception(exc)}", exc
+                )
         ctx = Context(
             hub_id=self._hub_id,
             child_id=spec.id,
@@ -529,10 +614,13 @@ class Supervisor:
             fencing_token=child.fencing_token,
             incarnation=child.incarnation,
             # Private copies: a worker mutating its args must not change the next restart's.
-            args=copy.deepcopy(spec.args),
+            args=copy.deepcopy(spec.args) if spec.args else {},
             metadata=types.MappingProxyType(dict(spec.metadata)),
             restarts=restarts,
             stopping=child.stopping,
+            state=state,
+            state_source=child.state_source if state is not None else None,
+            checkpointer=self._checkpoint if self._checkpointer is not None else None,
         )
         # The instance runs inside this (the child's) task: one task per child keeps starts
         # and stops cheap. A call_soon chain marks the end of the start window.

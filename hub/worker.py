@@ -78,6 +78,9 @@ class Context:
         stopping: set just before the worker is cancelled, so ``finally`` blocks (and
             ``except CancelledError: ...; raise``) can tell a requested stop from other
             cancellation and finish gracefully.
+        state: state this instance starts from: handed over by the previous owner
+            (hot swap), or the last checkpoint, or None.
+        state_source: ``"handover"``, ``"checkpoint"`` or None.
     """
 
     hub_id: str
@@ -89,6 +92,27 @@ class Context:
     metadata: Mapping[str, Any]
     restarts: int = 0
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    state: Any = None
+    state_source: str | None = None
+    checkpointer: Callable[[str, int, Any], Awaitable[None]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    async def checkpoint(self, state: Any) -> None:
+        """Persist ``state`` durably, fenced by this instance's token.
+
+        The next owner of the child (after a crash, a move or a restart of the cluster)
+        starts with it as ``ctx.state`` unless fresher handed-over state exists. ``state`` is
+        bytes or a JSON-serializable value.
+
+        Raises:
+            StaleFence: this instance no longer owns the child; the write was refused.
+            InvalidSpec: the state is neither bytes nor JSON-serializable.
+            StoreError: etcd could not be reached.
+        """
+        if self.checkpointer is None:
+            raise RuntimeError("checkpoints need a running hub")
+        await self.checkpointer(self.child_id, self.fencing_token, state)
 
 
 #: A resolved start target: call it with the context to run one instance of the worker.

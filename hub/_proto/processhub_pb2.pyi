@@ -73,3 +73,17 @@ class Owner(_message.Message):
     restarts: int
     last_exit: str
     def __init__(self, schema: _Optional[int] = ..., node_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., state: _Optional[str] = ..., started_at: _Optional[float] = ..., restarts: _Optional[int] = ..., last_exit: _Optional[str] = ...) -> None: ...
+
+class State(_message.Message):
+    __slots__ = ("schema", "encoding", "data", "token", "saved_at")
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SAVED_AT_FIELD_NUMBER: _ClassVar[int]
+    schema: int
+    encoding: str
+    data: bytes
+    token: int
+    saved_at: float
+    def __init__(self, schema: _Optional[int] = ..., encoding: _Optional[str] = ..., data: _Optional[bytes] = ..., token: _Optional[int] = ..., saved_at: _Optional[float] = ...) -> None: ...
