@@ -148,11 +148,20 @@ async def _run_node(hub_id: str, options: dict[str, Any]) -> int:
     hub = Hub(hub_id, **options)
     async with hub:
         _emit("ready", hub_id=hub.hub_id, node_id=hub.node_id, pid=os.getpid())
-        await stop.wait()
+        await _first_of(stop, hub.left)  # SIGTERM, or an operator's drain request
         _emit("draining", node_id=hub.node_id, children=len(hub.reconciler.owned))
         started = time.monotonic()
     _emit("stopped", node_id=hub.node_id, drain_seconds=round(time.monotonic() - started, 3))
     return 0
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    async with asyncio.TaskGroup() as tg:
+        waiters = [tg.create_task(event.wait()) for event in events]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
 
 
 # -- etcd --------------------------------------------------------------------------------

@@ -19,23 +19,32 @@ from dataclasses import replace
 from typing import Any, Literal, overload
 
 from hub.batcher import DEFAULT_MAX_BYTES, TxnBatcher
-from hub.codec import encode_spec
+from hub.codec import decode_spec, encode_leave, encode_spec
 from hub.config import HubConfig, make_config
-from hub.errors import AlreadyStarted, HubClosed, InvalidSpec, StoreError
+from hub.errors import (
+    AlreadyStarted,
+    HubClosed,
+    InvalidSpec,
+    StoreError,
+    UnknownChild,
+    UnknownNode,
+)
 from hub.informer import Informer
 from hub.keys import KeySpace
 from hub.model import (
     ChildFailure,
     ChildHandle,
     ChildSpec,
+    NodeState,
     OwnerState,
     StartResult,
     StoppedChild,
     StopResult,
     validate_child_id,
 )
+from hub.reconciler import place
 from hub.registry import Registry
-from hub.store import MAX_TXN_OPS, Store, cmp_create, op_delete, op_put, op_txn
+from hub.store import MAX_TXN_OPS, Store, cmp_create, cmp_mod, op_delete, op_put, op_txn
 from hub.worker import AllowList, validate_target
 from strategies.base import Placer
 
@@ -160,8 +169,13 @@ class HubClient:
             self._placer = self.config.distribution.placer(self.registry.active_members())
 
     def placement(self, child_id: str) -> str | None:
-        """The node the distribution strategy assigns ``child_id`` to right now."""
-        return self._placer.owner(child_id)
+        """The node ``child_id`` belongs on right now: its pin, or the strategy's choice."""
+        return place(
+            self.registry.specs.get(child_id),
+            child_id,
+            self.registry.active_members(),
+            self._placer,
+        )
 
     def _check_can_start(self) -> None:
         """Hook: a node refuses starts while fenced; a client always may try."""
@@ -507,6 +521,108 @@ class HubClient:
                 fut.cancel()
                 errors.append(ChildFailure(child_id, node, "timeout"))
         return StopResult(stopped=tuple(stopped), errors=tuple(errors))
+
+    # -- operator moves -------------------------------------------------------------------
+
+    async def pin(self, child_id: str, nodes: Sequence[str]) -> None:
+        """Pin a child to ``nodes`` (in order of preference); ``[]`` unpins it.
+
+        A pinned child runs on its first pinned node that is an active member; if none is,
+        it waits (it is not dropped). The spec is updated with a compare-and-set, so
+        concurrent pins never lose an update silently.
+
+        Raises:
+            UnknownChild: no such child. InvalidSpec: a malformed node id.
+        """
+        self._require_alive()
+        key = self.keys.spec(validate_child_id(child_id))
+        for _ in range(8):
+            kv = await self.store.get(key)
+            if kv is None:
+                raise UnknownChild(child_id)
+            spec = decode_spec(key, kv.value)
+            updated = replace(spec, nodes=tuple(nodes))
+            value = encode_spec(updated, time.time())
+            guard = [cmp_mod(key, "=", kv.mod_revision)]
+            result = await self.store.txn(guard, [op_put(key, value)])
+            if result.succeeded:
+                return
+        raise StoreError(f"child {child_id!r}: spec kept changing; pin not applied")
+
+    async def unpin(self, child_id: str) -> None:
+        """Let the distribution strategy place the child again (it may move)."""
+        await self.pin(child_id, ())
+
+    async def move(
+        self, child_id: str, node_id: str, *, wait: bool = True, timeout: float = 10.0
+    ) -> ChildHandle | None:
+        """Move a child to ``node_id`` and pin it there (with the hub's migration strategy:
+        hot swap hands its state over). Returns the new handle when waiting.
+
+        Raises:
+            UnknownChild, UnknownNode: no such child or active member.
+            TimeoutError: waited longer than ``timeout``.
+        """
+        self._require_alive()
+        if node_id not in self.registry.active_members():
+            raise UnknownNode(node_id)
+        await self.pin(child_id, [node_id])
+        if not wait:
+            return None
+        registry = self.registry
+
+        def arrived() -> bool:
+            handle = registry.handles.get(child_id)
+            return handle is not None and handle.node_id == node_id and handle.is_running
+
+        fut = registry.watch_child(child_id, arrived)
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            fut.cancel()
+            raise TimeoutError(
+                f"child {child_id!r} did not reach {node_id!r} within {timeout}s"
+            ) from None
+        return registry.handles.get(child_id)
+
+    async def drain(self, node_id: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        """Ask a node to hand all its children over and leave the cluster.
+
+        The request names the node's current incarnation, so a node restarted later under
+        the same id is not affected. ``processhub node`` exits 0 once drained; an embedded
+        :class:`hub.Hub` sets ``hub.left``. With ``wait``, returns when the node owns no
+        child any more, then withdraws the request.
+
+        Raises:
+            UnknownNode: no such member. TimeoutError: not drained within ``timeout``.
+        """
+        self._require_alive()
+        entry = self.registry.nodes.get(node_id)
+        if entry is None:
+            raise UnknownNode(node_id)
+        key = self.keys.leave(node_id)
+        revision = await self.store.put(key, encode_leave(entry.info.incarnation, time.time()))
+        if not wait:
+            return
+        registry = self.registry
+        incarnation = entry.info.incarnation
+        deadline = time.monotonic() + timeout
+        try:
+            await registry.wait_revision(revision)
+            while True:
+                node = registry.nodes.get(node_id)
+                gone = node is None or node.info.incarnation != incarnation
+                draining = node is not None and node.info.state is NodeState.DRAINING
+                owns = any(h.node_id == node_id for h in registry.handles.values())
+                if gone or (draining and not owns):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {node_id!r} did not drain within {timeout}s")
+                await asyncio.sleep(0.05)  # poll with a deadline: drains take seconds
+        finally:
+            if wait:
+                await self.store.txn([cmp_mod(key, "=", revision)], [op_delete(key)])
 
     # -- lookups: local, no network ------------------------------------------------------
 

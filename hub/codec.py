@@ -41,6 +41,7 @@ def encode_spec(spec: ChildSpec, created_at: float) -> bytes:
             max_restarts=spec.max_restarts,
             max_seconds=spec.max_seconds,
             created_at=created_at,
+            nodes=spec.nodes,
         ).SerializeToString()
     )
 
@@ -67,6 +68,7 @@ def decode_spec(key: bytes, value: bytes) -> ChildSpec:
             metadata_json=msg.metadata_json,
             max_restarts=msg.max_restarts,
             max_seconds=msg.max_seconds,
+            nodes=tuple(msg.nodes),
         )
     except (InvalidSpec, ValueError, TypeError, RecursionError) as exc:
         # RecursionError: JSON nested deeper than the parser's recursion limit.
@@ -181,3 +183,17 @@ def decode_state(key: bytes, value: bytes) -> StateRecord:
         except (ValueError, RecursionError) as exc:
             raise CorruptRecord(key, f"state is not JSON: {exc}") from None
     raise CorruptRecord(key, f"unknown state encoding {msg.encoding!r}")
+
+
+def encode_leave(incarnation: int, requested_at: float) -> bytes:
+    """Serialize ``leave/{node_id}``."""
+    return bytes(
+        pb.LeaveRequest(
+            schema=SCHEMA, incarnation=incarnation, requested_at=requested_at
+        ).SerializeToString()
+    )
+
+
+def decode_leave(key: bytes, value: bytes) -> int:
+    """Parse ``leave/{node_id}``; returns the incarnation asked to leave."""
+    return int(_parse(pb.LeaveRequest(), key, value).incarnation)

@@ -12,6 +12,9 @@
     ├── SessionLost                     this node's lease is gone: stop everything it owns
     ├── StaleFence                      a write guarded by a fencing token lost the race
     ├── CorruptRecord                   a value under the hub prefix could not be decoded
+    ├── NotFound                        an operation named something that does not exist
+    │   ├── UnknownChild                no spec with that child id
+    │   └── UnknownNode                 no member with that node id
     ├── StartError                      a start request was refused as a whole
     │   ├── AlreadyStarted              ``check_existing`` found running children
     │   └── TargetNotAllowed            the start target is outside the allow-list
@@ -87,6 +90,26 @@ class CorruptRecord(HubError):
         super().__init__(f"corrupt record at {key!r}: {reason}")
         self.key = key
         self.reason = reason
+
+
+class NotFound(HubError):
+    """Raised when an operation names a child or node that does not exist."""
+
+
+class UnknownChild(NotFound):
+    """Raised when no spec exists for the child id."""
+
+    def __init__(self, child_id: str) -> None:
+        super().__init__(f"no child {child_id!r} in this hub")
+        self.child_id = child_id
+
+
+class UnknownNode(NotFound):
+    """Raised when no member has the node id."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"no node {node_id!r} in this hub")
+        self.node_id = node_id
 
 
 class StartError(HubError):

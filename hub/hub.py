@@ -84,6 +84,10 @@ class Hub(HubClient):
             resync_interval=cfg.resync_interval,
         )
         self._stopping = False
+        self._leave_requested = asyncio.Event()
+        #: Set once this node drained and left because an operator asked (HubClient.drain).
+        #: Embedders should then leave their ``async with Hub(...)`` block.
+        self.left = asyncio.Event()
 
     @property
     def incarnation(self) -> int:
@@ -124,6 +128,7 @@ class Hub(HubClient):
                 await supervisor_ready.wait()
                 self._spawn("reconciler", self.reconciler.run())
                 self._spawn("membership", self.membership.run())
+                self._spawn("leave", self._obey_leave_request())
                 revision = await self.membership.register()
                 await self.registry.wait_revision(revision)
             self._alive = True
@@ -176,7 +181,7 @@ class Hub(HubClient):
         finally:
             self._alive = False
             # Order matters: no worker may outlive the owner keys that its lease holds.
-            for name in ("reconciler", "membership"):
+            for name in ("leave", "reconciler", "membership"):
                 await self._cancel(name)
             await self.supervisor.stop_all()
             await self._cancel("supervisor")
@@ -188,6 +193,13 @@ class Hub(HubClient):
             self._tasks.clear()
             await self.store.close()
             log.info("node left", extra={"hub_id": self.hub_id, "node_id": self.node_id})
+
+    async def _obey_leave_request(self) -> None:
+        """Drain when an operator asks this incarnation to leave; then set ``left``."""
+        await self._leave_requested.wait()
+        log.warning("operator asked this node to drain and leave", extra={"node_id": self.node_id})
+        await self._drain()
+        self.left.set()
 
     async def _drain(self) -> None:
         """Mark this node draining and wait until its children run elsewhere."""
@@ -222,6 +234,10 @@ class Hub(HubClient):
         if not hasattr(self, "reconciler"):
             return  # still constructing
         self.reconciler.registry_changed(child_ids, nodes_changed, full)
+        if nodes_changed:
+            lease = self.session.lease_id
+            if lease and self.registry.leave_requests.get(self.node_id) == lease:
+                self._leave_requested.set()
         if nodes_changed and not self._stopping and self.session.is_valid():
             entry = self.registry.nodes.get(self.node_id)
             if entry is None or entry.info.incarnation != self.session.lease_id:

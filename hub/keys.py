@@ -16,6 +16,9 @@ key (under the hub root)         value           lease            meaning
                                                                   hot-swap migration
 ``checkpoints/{child_id}``       State           none             the last checkpoint the
                                                                   owner wrote (fenced)
+``leave/{node_id}``              LeaveRequest    none             an operator asks that
+                                                                  node incarnation to drain
+                                                                  and leave
 ===============================  ==============  ===============  ==========================
 
 Ids are percent-encoded (``urllib.parse.quote`` with no safe characters), so ``/`` inside an
@@ -44,6 +47,7 @@ class Kind(enum.Enum):
     REPLICA = "replicas"
     HANDOVER = "handover"
     CHECKPOINT = "checkpoints"
+    LEAVE = "leave"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,14 +152,19 @@ class KeySpace:
         """``checkpoints/{child_id}``."""
         return self.family(Kind.CHECKPOINT) + _enc(child_id).encode()
 
+    def leave(self, node_id: NodeId | str) -> bytes:
+        """``leave/{node_id}``: an operator's request that a node drains and leaves."""
+        return self.family(Kind.LEAVE) + _enc(node_id).encode()
+
     def watched_range(self) -> tuple[bytes, bytes]:
         """The key range every node watches: ``nodes/`` .. ``specs/`` (inclusive).
 
         Worker state (``checkpoints/``, ``handover/``) sorts before ``nodes/`` and stays
         outside it, so kilobytes of state per child never reach every node's watch; the
-        new owner reads it in its acquire transaction instead.
+        new owner reads it in its acquire transaction instead. ``leave/`` sorts after them
+        and starts the range.
         """
-        return self.family(Kind.NODE), prefix_end(self.family(Kind.SPEC))
+        return self.family(Kind.LEAVE), prefix_end(self.family(Kind.SPEC))
 
     def split(self, key: bytes) -> tuple[Kind, str] | None:
         """Fast path of :meth:`parse` for nodes, specs and owners: ``(kind, id)`` or None.

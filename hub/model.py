@@ -112,6 +112,18 @@ def _loads(text: str) -> Any:
     return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+def _validate_nodes(child_id: str, nodes: object) -> tuple[str, ...]:
+    if isinstance(nodes, str) or not isinstance(nodes, (tuple, list)):
+        raise InvalidSpec(f"child {child_id!r}: nodes must be a sequence of node ids")
+    out = tuple(nodes)
+    for node in out:
+        if not isinstance(node, str) or not _NAME_RE.match(node) or len(node) > MAX_NAME_BYTES:
+            raise InvalidSpec(f"child {child_id!r}: {node!r} is not a valid node id")
+    if len(set(out)) != len(out):
+        raise InvalidSpec(f"child {child_id!r}: nodes contains duplicates")
+    return out
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_target(start: str) -> bool:
     return _TARGET_RE.match(start) is not None
@@ -132,6 +144,10 @@ class ChildSpec:
         max_restarts: restart intensity: more than this many restarts within
             ``max_seconds`` parks the child as ``failed`` on its node.
         max_seconds: the intensity window.
+        nodes: pin the child to these nodes, in order of preference (guided placement,
+            :meth:`hub.client.HubClient.move`); empty means the distribution strategy
+            places it. A pinned child whose nodes are all gone **waits** for one of them
+            to return; it is never dropped (unpin it to let the ring place it).
 
     Raises:
         InvalidChildId: the id is empty, too long or not a string.
@@ -145,6 +161,7 @@ class ChildSpec:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     max_restarts: int = 10
     max_seconds: float = 30.0
+    nodes: tuple[str, ...] = ()
     #: canonical JSON of ``args`` and ``metadata``, computed once at validation
     args_json: str = field(init=False, repr=False, compare=False, default="")
     metadata_json: str = field(init=False, repr=False, compare=False, default="")
@@ -175,6 +192,7 @@ class ChildSpec:
             raise InvalidSpec(f"child {self.id!r}: max_restarts must be an int >= 0")
         if not self.max_seconds > 0:
             raise InvalidSpec(f"child {self.id!r}: max_seconds must be > 0")
+        object.__setattr__(self, "nodes", _validate_nodes(self.id, self.nodes))
 
     @classmethod
     def from_json(
@@ -187,6 +205,7 @@ class ChildSpec:
         metadata_json: str,
         max_restarts: int,
         max_seconds: float,
+        nodes: tuple[str, ...] = (),
     ) -> ChildSpec:
         """Rebuild a spec from its stored JSON without re-encoding it (the registry's path).
 
@@ -219,6 +238,7 @@ class ChildSpec:
             ("max_seconds", max_seconds),
             ("args_json", args_json or "{}"),
             ("metadata_json", metadata_json or "{}"),
+            ("nodes", _validate_nodes(id, nodes)),
         ):
             object.__setattr__(spec, name, value)
         return spec

@@ -54,6 +54,17 @@ _UNKNOWN = "\0unknown"  # not a valid node id
 RELEASE_CHUNK = 126
 
 
+def place(
+    entry: SpecEntry | None, child_id: str, members: Mapping[str, int], placer: Placer
+) -> str | None:
+    """Where a child belongs: its first pinned node that is an active member, or (unpinned)
+    wherever the distribution strategy puts it. A pinned child with none of its nodes
+    present has no place: it waits, it is never dropped."""
+    if entry is not None and entry.spec.nodes:
+        return next((node for node in entry.spec.nodes if node in members), None)
+    return placer.owner(child_id)
+
+
 class Action(enum.Enum):
     """What :func:`plan` asks the executor to do for one child."""
 
@@ -118,7 +129,8 @@ def plan(
     if mine:
         if owned_token is None:
             return Action.ADOPT
-        if desired is not None and desired != me.node_id:
+        if desired != me.node_id and (desired is not None or me.draining):
+            # Placed elsewhere; or nowhere (pinned to absent nodes) while we drain.
             return Action.RELEASE
         return Action.NOOP
     if running:
@@ -195,10 +207,9 @@ class Reconciler:
         if nodes_changed or full:
             self._rebuild_placement(full)
         if child_ids:
-            specs, placement = self.registry.specs, self._placement
+            placement = self._placement
             for child_id in child_ids:
-                if child_id not in specs:
-                    placement.pop(child_id, None)  # keep the memo as big as the registry
+                placement.pop(child_id, None)  # its spec (pins) may have changed
             self.mark(child_ids)
 
     def set_draining(self, draining: bool) -> None:
@@ -214,7 +225,9 @@ class Reconciler:
         try:
             return self._placement[child_id]
         except KeyError:
-            node = self._placement[child_id] = self._placer.owner(child_id)
+            node = self._placement[child_id] = place(
+                self.registry.specs.get(child_id), child_id, self._members, self._placer
+            )
             return node
 
     def _rebuild_placement(self, full: bool) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hub.codec import decode_node, decode_owner, decode_spec
+from hub.codec import decode_leave, decode_node, decode_owner, decode_spec
 from hub.errors import CorruptRecord
 from hub.keys import KeySpace, Kind
 from hub.model import ChildHandle, ChildSpec, NodeInfo, NodeState, OwnerRecord
@@ -74,6 +74,8 @@ class Registry:
         self.owners: dict[str, OwnerEntry] = {}
         self.handles: dict[str, ChildHandle] = {}
         self.by_tag: dict[str, set[str]] = {}
+        #: node id -> the incarnation an operator asked to drain and leave
+        self.leave_requests: dict[str, int] = {}
         self.revision = 0
         self.corrupt = 0
         self.listener: Listener | None = None
@@ -94,6 +96,7 @@ class Registry:
         self.owners.clear()
         self.handles.clear()
         self.by_tag.clear()
+        self.leave_requests.clear()
         touched: set[str] = set()
         for kv in kvs:
             self._put(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.lease, touched)
@@ -112,7 +115,7 @@ class Registry:
                 kind = self._put(
                     ev.key, ev.value, ev.create_revision, ev.mod_revision, ev.lease, touched
                 )
-            if kind is Kind.NODE:
+            if kind is Kind.NODE or kind is Kind.LEAVE:
                 nodes_changed = True
         self.revision = max(self.revision, revision)
         self._notify(touched, nodes_changed or nodes_before != len(self.nodes), full=False)
@@ -178,6 +181,8 @@ class Registry:
                 if tag is not None:
                     self.by_tag.setdefault(tag, set()).add(ident)
                 touched.add(ident)
+            elif kind is Kind.LEAVE:
+                self.leave_requests[ident] = decode_leave(key, value)
             elif kind is Kind.NODE:
                 info = decode_node(key, value)
                 if info.node_id != ident:
@@ -204,6 +209,8 @@ class Registry:
                 touched.add(ident)
         elif kind is Kind.NODE:
             self.nodes.pop(ident, None)
+        elif kind is Kind.LEAVE:
+            self.leave_requests.pop(ident, None)
         return kind
 
     def _untag(self, child_id: str) -> None:

@@ -1,7 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -35,7 +35,7 @@ class NodeInfo(_message.Message):
     def __init__(self, schema: _Optional[int] = ..., node_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weight: _Optional[int] = ..., state: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[float] = ...) -> None: ...
 
 class ChildSpec(_message.Message):
-    __slots__ = ("schema", "child_id", "start", "args_json", "restart", "metadata_json", "max_restarts", "max_seconds", "created_at")
+    __slots__ = ("schema", "child_id", "start", "args_json", "restart", "metadata_json", "max_restarts", "max_seconds", "created_at", "nodes")
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     CHILD_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class ChildSpec(_message.Message):
     MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     schema: int
     child_id: str
     start: str
@@ -54,7 +55,8 @@ class ChildSpec(_message.Message):
     max_restarts: int
     max_seconds: float
     created_at: float
-    def __init__(self, schema: _Optional[int] = ..., child_id: _Optional[str] = ..., start: _Optional[str] = ..., args_json: _Optional[str] = ..., restart: _Optional[str] = ..., metadata_json: _Optional[str] = ..., max_restarts: _Optional[int] = ..., max_seconds: _Optional[float] = ..., created_at: _Optional[float] = ...) -> None: ...
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, schema: _Optional[int] = ..., child_id: _Optional[str] = ..., start: _Optional[str] = ..., args_json: _Optional[str] = ..., restart: _Optional[str] = ..., metadata_json: _Optional[str] = ..., max_restarts: _Optional[int] = ..., max_seconds: _Optional[float] = ..., created_at: _Optional[float] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Owner(_message.Message):
     __slots__ = ("schema", "node_id", "incarnation", "state", "started_at", "restarts", "last_exit")
@@ -87,3 +89,13 @@ class State(_message.Message):
     token: int
     saved_at: float
     def __init__(self, schema: _Optional[int] = ..., encoding: _Optional[str] = ..., data: _Optional[bytes] = ..., token: _Optional[int] = ..., saved_at: _Optional[float] = ...) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ("schema", "incarnation", "requested_at")
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    schema: int
+    incarnation: int
+    requested_at: float
+    def __init__(self, schema: _Optional[int] = ..., incarnation: _Optional[int] = ..., requested_at: _Optional[float] = ...) -> None: ...

@@ -62,3 +62,36 @@ def test_node_exits_cleanly_on_sigterm(etcd_endpoint: str, hub_prefix: str) -> N
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_node_exits_cleanly_when_an_operator_drains_it(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    from hub.client import HubClient
+
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "node",
+            "--hub",
+            "h",
+            "--node-id",
+            "drained",
+            "--endpoints",
+            etcd_endpoint,
+            "--prefix",
+            hub_prefix,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert '"ready"' in proc.stdout.readline()
+        async with HubClient("h", endpoints=[etcd_endpoint], prefix=hub_prefix) as client:
+            await client.drain("drained", timeout=20)
+        assert proc.wait(timeout=30) == 0
+        assert '"stopped"' in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from support.wait import wait_until
 
-from hub import ChildSpec, Hub, StaleFence
+from hub import ChildSpec, Hub, InvalidSpec, StaleFence, UnknownChild, UnknownNode
 from hub.keys import Kind
 from hub.store import Store
 from integration import state_workers
@@ -212,3 +212,84 @@ async def test_stopping_a_child_forgets_its_state(etcd_endpoint: str, hub_prefix
         state_workers.reset()
         await start_counting(hub, ["x"])
         assert state_workers.INSTANCES["x"].ctx.state is None  # type: ignore[union-attr]
+
+
+# -- operator moves: move, pin, drain -------------------------------------------------------
+
+
+async def test_move_pins_a_child_with_its_state_and_unpin_returns_it(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], HotSwap()) as c:
+        hub = c.hubs["a"]
+        ids = [f"mv-{i}" for i in range(9)]
+        before = await start_counting(hub, ids)
+        child_id = ids[0]
+        target = next(n for n in ("a", "b", "c") if n != before[child_id])
+        handle = await hub.move(child_id, target, timeout=10)
+        assert handle is not None and handle.node_id == target
+        await wait_until(lambda: converged(hub, ids), 10)
+        inst = state_workers.INSTANCES[child_id]
+        assert inst.count == 1000 and inst.ctx.state_source == "handover"  # type: ignore[union-attr]
+        assert hub.child_lookup(child_id)[0].nodes == (target,)  # type: ignore[index]
+        await c.add("d")  # a join never moves a pinned child
+        await wait_until(lambda: converged(hub, ids), 10)
+        assert hub.get_pid(child_id).node_id == target  # type: ignore[union-attr]
+        await hub.unpin(child_id)
+        await wait_until(
+            lambda: hub.child_lookup(child_id)[0].nodes == () and converged(hub, ids),  # type: ignore[index]
+            10,
+        )
+        assert state_workers.INSTANCES[child_id].count == 1000
+        assert not state_workers.overlaps()
+
+
+async def test_move_and_pin_refuse_unknown_names(etcd_endpoint: str, hub_prefix: str) -> None:
+    async with cluster(etcd_endpoint, hub_prefix, ["a"], HotSwap()) as c:
+        hub = c.hubs["a"]
+        await start_counting(hub, ["x"])
+        with pytest.raises(UnknownNode):
+            await hub.move("x", "nope")
+        with pytest.raises(UnknownChild):
+            await hub.pin("missing", ["a"])
+        with pytest.raises(InvalidSpec):
+            await hub.pin("x", ["not a node id"])
+        assert hub.get_pid("x").node_id == "a"  # type: ignore[union-attr]
+
+
+async def test_child_pinned_to_a_dead_node_waits_and_comes_back(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    """Unlike ProcessHub's Guided, children of a gone node never silently vanish."""
+    async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], ColdSwap()) as c:
+        hub = c.hubs["a"]
+        result = await hub.start_children(
+            [ChildSpec(id="g", start=COUNTER, nodes=("b",))], wait=True, timeout=10
+        )
+        assert result.ok and result.started[0].node_id == "b"
+        await c.hubs["b"].stop()
+        await wait_until(lambda: hub.get_pid("g") is None, 10)
+        assert "g" in hub.registry_dump()  # still desired, waiting for its node
+        assert hub.placement("g") is None
+        await c.add("b")
+        await wait_until(lambda: converged(hub, ["g"]), 10)
+        assert hub.get_pid("g").node_id == "b"  # type: ignore[union-attr]
+
+
+async def test_drain_moves_everything_off_a_node_with_state(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], HotSwap()) as c:
+        hub = c.hubs["a"]
+        ids = [f"dr-{i}" for i in range(30)]
+        before = await start_counting(hub, ids)
+        assert "b" in before.values()
+        await hub.drain("b", timeout=20)
+        assert c.hubs["b"].left.is_set()
+        await wait_until(lambda: converged(hub, ids), 10)
+        assert all(hub.get_pid(cid).node_id != "b" for cid in ids)  # type: ignore[union-attr]
+        assert [state_workers.INSTANCES[cid].count for cid in ids] == [1000 + i for i in range(30)]
+        assert not state_workers.overlaps()
+        assert "b" not in hub.registry.leave_requests  # the request was withdrawn
+        with pytest.raises(UnknownNode):
+            await hub.drain("nope")
