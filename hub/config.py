@@ -7,6 +7,7 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from hub.errors import ConfigError, InvalidSpec
 from hub.keys import DEFAULT_PREFIX
@@ -40,6 +41,8 @@ class HubConfig:
     validate_targets: bool = True
     distribution: DistributionStrategy = field(default_factory=ConsistentHashing)
     migration: MigrationStrategy = field(default_factory=ColdSwap)
+    hooks: Mapping[Any, Sequence[Any]] | None = None  # hub.hooks.HookSpec
+    hook_timeout: float = 5.0
     weight: int = 1
     labels: Mapping[str, str] = field(default_factory=dict)
     address: str = ""

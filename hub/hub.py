@@ -19,7 +19,8 @@ import logging
 from typing import Any
 
 from hub.client import HubClient
-from hub.errors import HubClosed, PartitionedError, StoreError
+from hub.errors import ConfigError, HubClosed, PartitionedError, StoreError
+from hub.hooks import ChildRestarted, ChildStarted, Hooks, HubStopping, PartitionChanged
 from hub.membership import Membership
 from hub.model import NodeState
 from hub.reconciler import Reconciler
@@ -52,6 +53,11 @@ class Hub(HubClient):
     def __init__(self, hub_id: str, **options: Any) -> None:
         super().__init__(hub_id, **options)
         cfg = self.config
+        try:
+            self.hooks = Hooks.from_mapping(cfg.hooks, handler_timeout=cfg.hook_timeout)
+        except ValueError as exc:
+            raise ConfigError(f"hooks: {exc}") from None
+        self.registry.hooks = self.hooks
         self.session = Session(
             self.store, cfg.lease_ttl, on_lost=self._on_lease_lost, on_granted=self._on_lease
         )
@@ -81,6 +87,7 @@ class Hub(HubClient):
             supervisor=self.supervisor,
             distribution=cfg.distribution,
             migration=cfg.migration,
+            hooks=self.hooks,
             resync_interval=cfg.resync_interval,
         )
         self._stopping = False
@@ -117,6 +124,9 @@ class Hub(HubClient):
         self._tg = tg
         try:
             async with asyncio.timeout(cfg.startup_timeout):
+                hooks_ready = asyncio.Event()
+                self._spawn("hooks", self.hooks.run(ready=hooks_ready))
+                await hooks_ready.wait()
                 await self.store.connect()
                 await self._first_lease()
                 self._spawn("session", self.session.run())
@@ -175,6 +185,7 @@ class Hub(HubClient):
         if tg is None:
             return
         self._stopping = True
+        self.hooks.dispatch(HubStopping(self.node_id, drain))
         try:
             if drain and self._alive and self.session.is_valid():
                 await self._drain()
@@ -189,6 +200,12 @@ class Hub(HubClient):
             await self.session.revoke()
             for name in ("batcher", "informer"):
                 await self._cancel(name)
+            try:  # let hooks dispatched while leaving run, within their own timeout
+                async with asyncio.timeout(self.config.hook_timeout):
+                    await self.hooks.wait_idle()
+            except TimeoutError:
+                pass
+            await self._cancel("hooks")
             await tg.__aexit__(None, None, None)
             self._tasks.clear()
             await self.store.close()
@@ -198,6 +215,7 @@ class Hub(HubClient):
         """Drain when an operator asks this incarnation to leave; then set ``left``."""
         await self._leave_requested.wait()
         log.warning("operator asked this node to drain and leave", extra={"node_id": self.node_id})
+        self.hooks.dispatch(HubStopping(self.node_id, True))
         await self._drain()
         self.left.set()
 
@@ -224,11 +242,13 @@ class Hub(HubClient):
     async def _on_lease_lost(self, lease_id: int) -> None:
         """Self-fencing: stop every local worker before etcd can expire our keys."""
         await self.reconciler.fence()
+        self.hooks.dispatch(PartitionChanged(True, f"lease {lease_id:x} lost"))
 
     async def _on_lease(self, lease_id: int) -> None:
         """A new incarnation: publish membership again and reconcile everything."""
         self.membership.request()
         self.reconciler.mark_all()
+        self.hooks.dispatch(PartitionChanged(False, f"rejoined with lease {lease_id:x}"))
 
     def registry_changed(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
         if not hasattr(self, "reconciler"):
@@ -248,11 +268,13 @@ class Hub(HubClient):
 
     def worker_started(self, child_id: str, fencing_token: int, restarts: int) -> None:
         self.reconciler.worker_started(child_id, fencing_token, restarts)
+        self.hooks.dispatch(ChildStarted(child_id, self.node_id, fencing_token, restarts))
 
     def worker_restarting(
         self, child_id: str, fencing_token: int, restarts: int, reason: str
     ) -> None:
         self.reconciler.worker_restarting(child_id, fencing_token, restarts, reason)
+        self.hooks.dispatch(ChildRestarted(child_id, fencing_token, restarts, reason))
 
     def worker_exited(self, child_id: str, fencing_token: int, exit: WorkerExit) -> None:
         self.reconciler.worker_exited(child_id, fencing_token, exit)

@@ -37,8 +37,16 @@ from typing import Any
 from hub.batcher import TxnBatcher
 from hub.codec import decode_state, encode_owner, encode_state
 from hub.errors import CorruptRecord, HubClosed, InvalidSpec, StaleFence, StoreError
+from hub.hooks import (
+    ChildFailed,
+    ChildrenMigrated,
+    ChildStarting,
+    ChildStopped,
+    HookName,
+    Hooks,
+)
 from hub.keys import KeySpace
-from hub.model import OwnerRecord, OwnerState, RestartPolicy
+from hub.model import ChildSpec, OwnerRecord, OwnerState, RestartPolicy
 from hub.registry import OwnerEntry, Registry, SpecEntry
 from hub.session import Session
 from hub.store import cmp_create, cmp_mod, op_delete, op_get, op_put, op_txn
@@ -158,6 +166,7 @@ class Reconciler:
         supervisor: Supervisor,
         distribution: DistributionStrategy,
         migration: MigrationStrategy | None = None,
+        hooks: Hooks | None = None,
         resync_interval: float = 30.0,
         max_in_flight_rounds: int = 8,
     ) -> None:
@@ -169,6 +178,7 @@ class Reconciler:
         self.supervisor = supervisor
         self.distribution = distribution
         self.migration: MigrationStrategy = migration if migration is not None else ColdSwap()
+        self.hooks = hooks if hooks is not None else Hooks()
         self.resync_interval = resync_interval
         self.draining = False
         #: child id -> fencing token of every child this incarnation owns
@@ -417,7 +427,10 @@ class Reconciler:
                 continue  # fenced meanwhile: the key dies with the old lease
             self.owned[child_id] = result.revision
             state, source = self._incoming_state(child_id, result.responses)
-            self._start(child_id, result.revision, lease, state, source)
+            if self.hooks.has_handlers(HookName.CHILD_DATA_ALTER):
+                await self._start_altered(child_id, result.revision, lease, state, source)
+            else:
+                self._start(child_id, result.revision, lease, state, source)
 
     def _incoming_state(self, child_id: str, responses: tuple[Any, ...]) -> tuple[Any, str | None]:
         """The fresher of handed-over and checkpointed state (by the writer's token)."""
@@ -442,6 +455,25 @@ class Reconciler:
             self._handover_consumed.add(child_id)
         return best[2], best[3]
 
+    async def _start_altered(
+        self, child_id: str, token: int, lease: int, state: Any, source: str | None
+    ) -> None:
+        """Run the ``child_data_alter`` chain, then start what it returns."""
+        entry = self.registry.specs.get(child_id)
+        if entry is None:
+            return
+        payload = ChildStarting(
+            entry.spec,
+            self.node_id,
+            token,
+            migrated=source == "handover",
+            handover=source == "handover",
+        )
+        altered = await self.hooks.dispatch_alter(payload)
+        if self.owned.get(child_id) != token or self.session.lease_id != lease:
+            return  # lost while the hooks ran
+        self._start(child_id, token, lease, state, source, spec=altered.spec)
+
     def _start(
         self,
         child_id: str,
@@ -449,6 +481,8 @@ class Reconciler:
         lease: int,
         state: Any = None,
         source: str | None = None,
+        *,
+        spec: ChildSpec | None = None,
     ) -> None:
         entry = self.registry.specs.get(child_id)
         if entry is None:
@@ -456,7 +490,7 @@ class Reconciler:
             return
         try:
             self.supervisor.start(
-                entry.spec,
+                spec if spec is not None else entry.spec,
                 fencing_token=token,
                 incarnation=lease,
                 state=state,
@@ -513,12 +547,19 @@ class Reconciler:
                 released.append(child_id)
                 futures.append(self.batcher.submit(op, owner_key))
         results = await asyncio.gather(*futures, return_exceptions=True)
+        migrated: dict[str, str] = {}
         for child_id, result in zip(released, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("release of %r failed: %s", child_id, result)
                 retry.append(child_id)
-            else:
-                self.owned.pop(child_id, None)
+                continue
+            token = self.owned.pop(child_id, None) or 0
+            moving = child_id in specs
+            self.hooks.dispatch(ChildStopped(child_id, token, "migrated" if moving else "stopped"))
+            if moving:
+                migrated[child_id] = self.placement(child_id) or ""
+        if migrated:
+            self.hooks.dispatch(ChildrenMigrated(migrated))
 
     async def _lease_for_handover(self) -> int:
         """A short lease for handed-over state, shared by releases while it is fresh."""
@@ -583,8 +624,11 @@ class Reconciler:
 
     async def fence(self) -> None:
         """Self-fencing: stop every local worker now and forget all ownership."""
-        self.owned.clear()
+        fenced, self.owned = self.owned, {}
         await self.supervisor.stop_all()
+        if self.hooks.has_handlers(HookName.CHILD_STOPPED):
+            for child_id, token in fenced.items():
+                self.hooks.dispatch(ChildStopped(child_id, token, "fenced"))
 
     # -- supervisor events (synchronous; they only queue writes) --------------------------
 
@@ -620,7 +664,10 @@ class Reconciler:
             )
             fut = self.batcher.submit(op, owner_key)
             fut.add_done_callback(lambda f: self._after_write(f, child_id))
+            reason = "normal" if exit.kind is ExitKind.NORMAL else f"crashed: {exit.reason}"
+            self.hooks.dispatch(ChildStopped(child_id, fencing_token, reason))
             return
+        self.hooks.dispatch(ChildFailed(child_id, fencing_token, exit.reason))
         owner = self.registry.owners.get(child_id)
         restarts = owner.record.restarts if owner is not None and owner.record else 0
         self._write_owner(child_id, fencing_token, OwnerState.FAILED, restarts, exit.reason)

@@ -22,6 +22,14 @@ from typing import Protocol
 
 from hub.codec import decode_leave, decode_node, decode_owner, decode_spec
 from hub.errors import CorruptRecord
+from hub.hooks import (
+    ChildrenRegistered,
+    ChildrenUnregistered,
+    HookName,
+    Hooks,
+    NodeJoined,
+    NodeLeft,
+)
 from hub.keys import KeySpace, Kind
 from hub.model import ChildHandle, ChildSpec, NodeInfo, NodeState, OwnerRecord
 from hub.store import Event, KeyValue
@@ -82,6 +90,12 @@ class Registry:
         #: Extra observers (metrics, dashboards, benchmarks): called after every batch with
         #: every touched child id, owner state changes included. Must be quick.
         self.observers: list[Callable[[set[str], bool, bool], None]] = []
+        #: node-local hooks (set by the Hub); registry hooks fire on every node
+        self.hooks: Hooks | None = None
+        self._registered: list[ChildHandle] = []
+        self._unregistered: list[tuple[str, str]] = []
+        self._joined: list[NodeEntry] = []
+        self._left: list[NodeEntry] = []
         self._waiters: dict[str, list[tuple[Callable[[], bool], asyncio.Future[None]]]] = {}
         self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._state_only: set[str] = set()  # owner state changes of the batch being applied
@@ -171,6 +185,8 @@ class Registry:
                     self._state_only.add(ident)
                 else:
                     touched.add(ident)
+                    if handle is not None and self._collecting(HookName.CHILDREN_REGISTERED):
+                        self._registered.append(handle)
             elif kind is Kind.SPEC:
                 spec = decode_spec(key, value)
                 if spec.id != ident:
@@ -187,7 +203,12 @@ class Registry:
                 info = decode_node(key, value)
                 if info.node_id != ident:
                     raise CorruptRecord(key, f"node record names {info.node_id!r}")
-                self.nodes[ident] = NodeEntry(info, lease, mod_revision)
+                previous_node = self.nodes.get(ident)
+                self.nodes[ident] = entry = NodeEntry(info, lease, mod_revision)
+                if (
+                    previous_node is None or previous_node.info.incarnation != info.incarnation
+                ) and self._collecting(HookName.NODE_JOINED):
+                    self._joined.append(entry)
             return kind
         except CorruptRecord as exc:
             self._corrupt(exc)
@@ -201,14 +222,18 @@ class Registry:
         kind, ident = split
         if kind is Kind.OWNER:
             if self.owners.pop(ident, None) is not None:
-                self.handles.pop(ident, None)
+                gone = self.handles.pop(ident, None)
                 touched.add(ident)
+                if gone is not None and self._collecting(HookName.CHILDREN_UNREGISTERED):
+                    self._unregistered.append((ident, gone.node_id))
         elif kind is Kind.SPEC:
             if self.specs.pop(ident, None) is not None:
                 self._untag(ident)
                 touched.add(ident)
         elif kind is Kind.NODE:
-            self.nodes.pop(ident, None)
+            left = self.nodes.pop(ident, None)
+            if left is not None and self._collecting(HookName.NODE_LEFT):
+                self._left.append(left)
         elif kind is Kind.LEAVE:
             self.leave_requests.pop(ident, None)
         return kind
@@ -243,6 +268,11 @@ class Registry:
                 self._check_waiters(child_id)
         if self.listener is not None and (touched or nodes_changed or full):
             self.listener.registry_changed(touched, nodes_changed, full)
+        if self.hooks is not None:
+            if full:  # a relist is not news: no registry hooks for it
+                self._registered, self._unregistered, self._joined, self._left = [], [], [], []
+            else:
+                self._dispatch_hooks()
         if self.observers:
             everything = touched | state_only
             for observer in self.observers:
@@ -250,6 +280,42 @@ class Registry:
                     observer(everything, nodes_changed, full)
                 except Exception:
                     log.exception("registry observer failed")
+
+    def _collecting(self, name: HookName) -> bool:
+        return self.hooks is not None and self.hooks.has_handlers(name)
+
+    def _dispatch_hooks(self) -> None:
+        hooks, revision = self.hooks, self.revision
+        assert hooks is not None
+        if self._joined:
+            for entry in self._joined:
+                hooks.dispatch(NodeJoined(entry.info.node_id, entry.info.incarnation, revision))
+            self._joined = []
+        if self._registered:
+            hooks.dispatch(ChildrenRegistered(tuple(self._registered), revision))
+            self._registered = []
+        if self._unregistered:
+            hooks.dispatch(ChildrenUnregistered(tuple(self._unregistered), revision))
+        if self._left:
+            for entry in self._left:
+                node_id = entry.info.node_id
+                owned = tuple(
+                    sorted(
+                        {c for c, n in self._unregistered if n == node_id}
+                        | {c for c, h in self.handles.items() if h.node_id == node_id}
+                    )
+                )
+                hooks.dispatch(
+                    NodeLeft(
+                        node_id,
+                        entry.info.incarnation,
+                        entry.info.state is NodeState.DRAINING,
+                        owned,
+                        revision,
+                    )
+                )
+            self._left = []
+        self._unregistered = []
 
     # -- waiting for a child's state -----------------------------------------------------
 
