@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hub.errors import ConfigError, HubError, InvalidSpec
+from strategies.migration import ColdSwap, HotSwap
 
 log = logging.getLogger("hub.cli")
 
@@ -112,6 +113,12 @@ def _node_parser(sub: Any) -> None:
     p.add_argument("--weight", type=int, default=int(_env("WEIGHT", "1") or 1))
     p.add_argument("--drain-timeout", type=float, default=float(_env("DRAIN_TIMEOUT", "30") or 30))
     p.add_argument("--address", default=_env("ADVERTISE_ADDRESS", ""), help="advertised address")
+    p.add_argument(
+        "--migration",
+        choices=("cold", "hot"),
+        default=_env("MIGRATION", "cold"),
+        help="cold: restart moved children from their spec; hot: hand their state over",
+    )
     _add_etcd_options(p)
     p.set_defaults(func=_cmd_node)
 
@@ -131,6 +138,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
         "drain_timeout": args.drain_timeout,
         "address": args.address,
         "allowed_targets": allow,
+        "migration": HotSwap() if args.migration == "hot" else ColdSwap(),
         **_etcd_kwargs(args),
     }
     if args.node_id:

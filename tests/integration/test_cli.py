@@ -69,7 +69,7 @@ async def test_node_exits_cleanly_when_an_operator_drains_it(
 ) -> None:
     from hub.client import HubClient
 
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - the node runs beside the test's event loop
         [
             *CLI,
             "node",

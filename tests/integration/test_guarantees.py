@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from support.checker import load_intervals, violations
+from support.checker import load_intervals, state_violations, violations
 from support.cluster import Cluster
 from support.proxy import TcpProxy
 from support.wait import wait_until
@@ -259,3 +259,49 @@ async def test_join_moves_only_ring_moves_and_placement_matches_ring(
     assert all(expected[c] == "n4" for c in moved)  # only moves onto the new node
     assert 0.15 < len(moved) / len(ids) < 0.35
     check(cluster, set(ids))
+
+
+async def test_hot_swap_churn_keeps_state_and_never_overlaps(
+    etcd_endpoint: str, hub_prefix: str, tmp_path: Path
+) -> None:
+    """Handover under joins, graceful leaves and kill -9: state moves with children (and
+    survives crashes through checkpoints), and never two instances run at once."""
+    cluster = Cluster(
+        hub_id="hs",
+        endpoint=etcd_endpoint,
+        prefix=hub_prefix,
+        lease_ttl=TTL,
+        record_dir=tmp_path,
+        extra_args=["--migration", "hot"],
+    )
+    try:
+        for _ in range(3):
+            cluster.add()
+        ids = [f"s-{i}" for i in range(30)]
+        async with HubClient(
+            "hs", endpoints=[etcd_endpoint], prefix=hub_prefix, validate_targets=False
+        ) as client:
+            result = await client.start_children(
+                [ChildSpec(id=c, start="support.recorder:Stateful") for c in ids],
+                wait=True,
+                timeout=20,
+            )
+            assert result.ok, result.errors
+            rng = random.Random(7)
+            for action in ["add", "terminate", "add", "kill", "add", "terminate"]:
+                await asyncio.sleep(rng.uniform(0.3, 0.8))  # let state accumulate (fault pacing)
+                live = [n.node_id for n in cluster.live()]
+                if action == "add":
+                    await asyncio.to_thread(cluster.add)
+                elif action == "terminate":
+                    assert await asyncio.to_thread(cluster.terminate, rng.choice(live)) == 0
+                else:
+                    cluster.kill(rng.choice(live))
+            await wait_checked(cluster, client, set(ids), timeout=TTL + 20)
+        problems = state_violations(tmp_path)
+        assert not problems, "\n".join(problems[:20])
+        logs = [path.read_text() for path in sorted(tmp_path.glob("*.log"))]  # noqa: ASYNC240
+        handed = [line for text in logs for line in text.splitlines() if "handover" in line]
+        assert handed, "no child was ever handed over"
+    finally:
+        cluster.close()

@@ -46,7 +46,7 @@ def load_intervals(record_dir: Path, killed_at: dict[int, float]) -> dict[str, l
             interval = Interval(ev["child"], ev["node"], ev["pid"], ev["token"], ev["t"], None)
             open_[key] = interval
             out[ev["child"]].append(interval)
-        elif key in open_:
+        elif ev["ev"] == "stop" and key in open_:
             open_.pop(key).end = ev["t"]
     for interval in open_.values():
         if interval.pid in killed_at:
@@ -88,4 +88,63 @@ def violations(
         for child, items in intervals.items():
             if child not in expect_running and any(i.end is None for i in items):
                 problems.append(f"{child}: still running but was stopped")
+    return problems
+
+
+@dataclass
+class Instance:
+    """One activation of a Stateful worker and what it did with its state."""
+
+    child: str
+    pid: int
+    token: int
+    start: float
+    state: int
+    source: str | None
+    stop_count: int | None = None
+    last_ckpt: int = 0
+
+
+def state_violations(record_dir: Path) -> list[str]:
+    """State continuity of ``support.recorder:Stateful`` children.
+
+    Each new owner must start from at least the last checkpoint any earlier instance wrote,
+    and an instance that received handed-over state must start exactly where its
+    predecessor stopped.
+    """
+    events = []
+    for path in sorted(record_dir.glob("*.log")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                events.append(json.loads(line))
+    events.sort(key=lambda e: e["t"])
+    instances: dict[tuple[str, int, int], Instance] = {}
+    by_child: dict[str, list[Instance]] = defaultdict(list)
+    for ev in events:
+        key = (ev["child"], ev["pid"], ev["token"])
+        if ev["ev"] == "start" and "state" in ev:
+            inst = Instance(ev["child"], ev["pid"], ev["token"], ev["t"], ev["state"], ev["source"])
+            instances[key] = inst
+            by_child[ev["child"]].append(inst)
+        elif key in instances:
+            if ev["ev"] == "ckpt":
+                instances[key].last_ckpt = max(instances[key].last_ckpt, ev["value"])
+            elif ev["ev"] == "stop" and "count" in ev:
+                instances[key].stop_count = ev["count"]
+    problems = []
+    for child, items in by_child.items():
+        best_ckpt = 0
+        for earlier, later in itertools.pairwise(items):
+            best_ckpt = max(best_ckpt, earlier.last_ckpt)
+            if later.state < best_ckpt:
+                problems.append(f"{child}: started at {later.state} below checkpoint {best_ckpt}")
+            if (
+                later.source == "handover"
+                and earlier.stop_count is not None
+                and later.state != earlier.stop_count
+            ):
+                problems.append(
+                    f"{child}: handed over {later.state}, predecessor stopped at "
+                    f"{earlier.stop_count}"
+                )
     return problems

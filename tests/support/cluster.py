@@ -129,8 +129,16 @@ class Cluster:
     """A set of node processes of one hub, plus what the checker needs to know."""
 
     def __init__(
-        self, *, hub_id: str, endpoint: str, prefix: str, lease_ttl: int, record_dir: Path
+        self,
+        *,
+        hub_id: str,
+        endpoint: str,
+        prefix: str,
+        lease_ttl: int,
+        record_dir: Path,
+        extra_args: list[str] | None = None,
     ) -> None:
+        self.extra_args = extra_args or []
         self.hub_id = hub_id
         self.endpoint = endpoint
         self.prefix = prefix
@@ -150,6 +158,7 @@ class Cluster:
             prefix=self.prefix,
             lease_ttl=self.lease_ttl,
             record_dir=self.record_dir,
+            extra_args=self.extra_args,
         )
         self.nodes[node_id] = node
         return node.start()

@@ -37,3 +37,58 @@ class Recorded:
             await asyncio.Event().wait()
         finally:
             _write({"ev": "stop", "t": time.monotonic(), "pid": os.getpid(), **base})
+
+
+class Stateful:
+    """Counts; hands its count over (hot swap) and checkpoints it every few ticks.
+
+    Records ``start`` with the state it received, ``ckpt`` after each successful
+    checkpoint, and ``stop`` with its final count, so a test can check that state is never
+    lost beyond the last checkpoint, and never at all across a graceful move.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def run(self, ctx: Context) -> None:
+        base = {"child": ctx.child_id, "node": ctx.node_id, "token": ctx.fencing_token}
+        self.count = ctx.state if isinstance(ctx.state, int) else 0
+        _write(
+            {
+                "ev": "start",
+                "t": time.monotonic(),
+                "pid": os.getpid(),
+                "state": self.count,
+                "source": ctx.state_source,
+                **base,
+            }
+        )
+        try:
+            while True:
+                await asyncio.sleep(0.02)
+                self.count += 1
+                if self.count % 5 == 0:
+                    value = self.count
+                    await ctx.checkpoint(value)
+                    _write(
+                        {
+                            "ev": "ckpt",
+                            "t": time.monotonic(),
+                            "pid": os.getpid(),
+                            "value": value,
+                            **base,
+                        }
+                    )
+        finally:
+            _write(
+                {
+                    "ev": "stop",
+                    "t": time.monotonic(),
+                    "pid": os.getpid(),
+                    "count": self.count,
+                    **base,
+                }
+            )
+
+    def handover_state(self) -> int:
+        return self.count
