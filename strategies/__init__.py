@@ -1,21 +1,71 @@
-"""Pure placement strategies: no I/O, no asyncio, no hidden state.
+"""Pure strategies: no I/O, no asyncio, no hidden state.
 
 The hub asks a :class:`DistributionStrategy` for a :class:`Placer` built from the active
 members, and places each child on ``placer.owner(child_id)``. :class:`ConsistentHashing`
-(a weighted :class:`HashRing`) is the default.
+(a weighted :class:`HashRing`) is the default; :class:`Guided` (caller-named nodes) and
+:class:`BoundedLoad` (a ring with capacities) need more input, see their modules.
+
+A :class:`PartitionStrategy` decides from a :class:`MembershipView` and the
+:class:`QuorumState` it returned last time whether the node must stop its children.
+:class:`Strict` is the default; :class:`Availability`, :class:`StaticQuorum`,
+:class:`DynamicQuorum` and :class:`MajorityQuorum` are the alternatives.
 """
 
-from strategies.base import DistributionStrategy, Guarantee, Placer
+from strategies.base import (
+    DistributionStrategy,
+    Guarantee,
+    MembershipView,
+    PartitionStrategy,
+    Placer,
+    QuorumDecision,
+    QuorumState,
+)
+from strategies.bounded_load import BoundedLoad, BoundedLoadPlacer
 from strategies.distribution import ConsistentHashing
+from strategies.errors import (
+    ChildMappingMismatch,
+    ChildReplicationMismatch,
+    InvalidChildMapping,
+    MissingChildMapping,
+    PlacementError,
+)
+from strategies.guided import Fallback, Guided, GuidedPlacer, validate_mapping
 from strategies.hashing import stable_hash
+from strategies.partition import (
+    Availability,
+    DynamicQuorum,
+    MajorityQuorum,
+    StaticQuorum,
+    Strict,
+)
 from strategies.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing
 
 __all__ = [
     "DEFAULT_VNODES_PER_WEIGHT",
+    "Availability",
+    "BoundedLoad",
+    "BoundedLoadPlacer",
+    "ChildMappingMismatch",
+    "ChildReplicationMismatch",
     "ConsistentHashing",
     "DistributionStrategy",
+    "DynamicQuorum",
+    "Fallback",
     "Guarantee",
+    "Guided",
+    "GuidedPlacer",
     "HashRing",
+    "InvalidChildMapping",
+    "MajorityQuorum",
+    "MembershipView",
+    "MissingChildMapping",
+    "PartitionStrategy",
+    "PlacementError",
     "Placer",
+    "QuorumDecision",
+    "QuorumState",
+    "StaticQuorum",
+    "Strict",
     "stable_hash",
+    "validate_mapping",
 ]

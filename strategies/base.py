@@ -1,8 +1,18 @@
-"""The protocols strategies implement, and the guarantees they can declare.
+"""The protocols strategies implement, the values they exchange, and their guarantees.
 
-A strategy is pure: it takes a snapshot of the cluster (here, the active members and their
-weights) and returns a decision. It does no I/O, starts no tasks and keeps no state that
-changes what it answers. The hub executes the decisions; strategies only compute them.
+A strategy is pure: it takes a snapshot of the cluster (the active members and their weights,
+or a :class:`MembershipView`) and returns a decision. It does no I/O, starts no tasks and keeps
+no state that changes what it answers. The hub executes the decisions; strategies only
+compute them.
+
+Two protocols live here:
+
+* :class:`DistributionStrategy` builds a :class:`Placer` for a set of members: which node owns
+  each child.
+* :class:`PartitionStrategy` decides from a :class:`MembershipView` and the
+  :class:`QuorumState` it returned last time whether this node must stop its children
+  (:class:`QuorumDecision`). Whatever such a strategy has to remember between two decisions is
+  in :class:`QuorumState`, a plain value the hub stores (in etcd) and passes back in.
 
 Each implementation declares ``guarantees: frozenset[Guarantee]`` so the hub can refuse a
 configuration that asks for a property the chosen strategies cannot deliver.
@@ -11,10 +21,20 @@ configuration that asks for a property the chosen strategies cannot deliver.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-__all__ = ["DistributionStrategy", "Guarantee", "Placer"]
+__all__ = [
+    "DistributionStrategy",
+    "Guarantee",
+    "MembershipView",
+    "PartitionStrategy",
+    "Placer",
+    "QuorumDecision",
+    "QuorumState",
+]
 
 
 class Guarantee(enum.Enum):
@@ -28,9 +48,11 @@ class Guarantee(enum.Enum):
 
     AT_MOST_ONE_OWNER = (
         "at_most_one_owner",
-        "For a given member set every child has exactly one owner, so nodes that see the same "
-        "members never both claim it. (Nodes with different views are settled by the hub's "
-        "fenced owner key, not by the strategy.)",
+        "For a given member set every child has at most one owner (exactly one unless the "
+        "strategy leaves it unplaced), so nodes that see the same members never both claim it. "
+        "(Nodes with different views are settled by the hub's fenced owner key, not by the "
+        "strategy.) For a partition strategy: it leaves the hub's self-fencing in force, so a "
+        "node that loses its lease stops its children and two copies never run at once.",
     )
     MINIMAL_MOVEMENT = (
         "minimal_movement",
@@ -43,6 +65,12 @@ class Guarantee(enum.Enum):
         "every process on every platform computes the same answer, whatever the insertion "
         "order or PYTHONHASHSEED.",
     )
+    AVAILABLE_DURING_OUTAGE = (
+        "available_during_outage",
+        "Children keep running while etcd is unreachable, even after this node's lease may "
+        "have expired. Bought with AT_MOST_ONE_OWNER: until the node reconnects and "
+        "reconciles, another node may run a second copy of the same child.",
+    )
 
 
 @runtime_checkable
@@ -52,7 +80,9 @@ class Placer(Protocol):
     def owners(self, child_id: str, n: int = 1) -> tuple[str, ...]:
         """Return up to ``n`` distinct node ids for ``child_id``, the owner first.
 
-        Returns ``min(n, number of members)`` nodes, ``()`` when there are no members.
+        Returns at most ``min(n, number of members)`` nodes, ``()`` when there are no
+        members. Most strategies return exactly that many; one that binds children to
+        particular nodes (``Guided`` waiting for its nodes) may return fewer, or none.
 
         Raises:
             ValueError: ``n`` is below 1.
@@ -60,7 +90,7 @@ class Placer(Protocol):
         ...
 
     def owner(self, child_id: str) -> str | None:
-        """Return the node that owns ``child_id``, or ``None`` when there are no members."""
+        """Return the node that owns ``child_id``, or ``None`` when it has no live owner."""
         ...
 
 
@@ -78,5 +108,185 @@ class DistributionStrategy(Protocol):
 
         Raises:
             ValueError: a weight is not an int >= 1.
+        """
+        ...
+
+
+# -- partition tolerance ---------------------------------------------------------------------
+
+
+def _check_node_id(node_id: object, what: str) -> str:
+    if not isinstance(node_id, str) or not node_id:
+        raise ValueError(f"{what} must be a non-empty str, got {node_id!r}")
+    return node_id
+
+
+def _check_time(value: object, what: str) -> float:
+    # bool is a number to Python, never a time.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of seconds, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipView:
+    """What one node sees of the hub's membership at one moment: the input of a decision.
+
+    Args:
+        members: the live hub members. ``self_id`` is always counted: it is added when
+            missing (a node still running counts itself, as ProcessHub does).
+        now: wall-clock seconds (``time.time()``). Wall clock, not monotonic, because the
+            times recorded in :attr:`QuorumState.down_log` outlive the process: the hub
+            stores them and may hand them to another node.
+        self_id: this node's id.
+
+    Raises:
+        ValueError: a node id is not a non-empty str, or ``now`` is not a finite number.
+    """
+
+    members: frozenset[str]
+    now: float
+    self_id: str
+
+    def __post_init__(self) -> None:
+        self_id = _check_node_id(self.self_id, "self_id")
+        members = frozenset(self.members)
+        for node_id in members:
+            _check_node_id(node_id, "a member id")
+        object.__setattr__(self, "members", members | {self_id})
+        object.__setattr__(self, "now", _check_time(self.now, "now"))
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumState:
+    """What a partition strategy remembers between two decisions; a plain, storable value.
+
+    The hub keeps it (in etcd, see :meth:`to_dict`), passes it to each
+    :meth:`PartitionStrategy.decide` and stores the ``state`` of the decision it gets back.
+    ``QuorumState()`` is the state of a node that has observed nothing yet; a node that
+    starts again with a stored state passes :meth:`resumed` so that its first decision is a
+    start-up decision.
+
+    Args:
+        max_seen: the largest cluster size that counts for a majority (``MajorityQuorum``),
+            or the largest member count seen so far (the other strategies).
+        down_log: ``(node id, wall-clock second it went down)`` for the nodes recently lost
+            (``DynamicQuorum``). Kept sorted by time, then node id.
+        previous_members: the members of the last decision; ``frozenset()`` before the
+            first, which is how a strategy recognises its first observation.
+        partitioned: whether the last decision was partitioned. Quorum strategies only leave
+            partition mode once the quorum is back, so a join that still leaves the quorum
+            short changes nothing.
+
+    Raises:
+        ValueError: a field has the wrong type, ``max_seen`` is negative, or a log entry is
+            not a ``(node id, finite time)`` pair.
+    """
+
+    max_seen: int = 0
+    down_log: tuple[tuple[str, float], ...] = ()
+    previous_members: frozenset[str] = field(default_factory=frozenset)
+    partitioned: bool = False
+
+    def __post_init__(self) -> None:
+        max_seen = self.max_seen
+        if not isinstance(max_seen, int) or isinstance(max_seen, bool) or max_seen < 0:
+            raise ValueError(f"max_seen must be an int >= 0, got {max_seen!r}")
+        if not isinstance(self.partitioned, bool):
+            raise ValueError(f"partitioned must be a bool, got {self.partitioned!r}")
+        log = []
+        for entry in self.down_log:
+            if not isinstance(entry, tuple | list) or len(entry) != 2:
+                raise ValueError(f"a down_log entry must be a (node id, time) pair, got {entry!r}")
+            node_id, went_down = entry
+            log.append(
+                (
+                    _check_node_id(node_id, "a down_log node id"),
+                    _check_time(went_down, "a down_log time"),
+                )
+            )
+        log.sort(key=lambda item: (item[1], item[0]))
+        previous = frozenset(self.previous_members)
+        for node_id in previous:
+            _check_node_id(node_id, "a previous member id")
+        object.__setattr__(self, "down_log", tuple(log))
+        object.__setattr__(self, "previous_members", previous)
+
+    @property
+    def is_initial(self) -> bool:
+        """True before the first observation (no previous members)."""
+        return not self.previous_members
+
+    def resumed(self) -> QuorumState:
+        """Return the state a restarting node begins with: the memory, not the last view.
+
+        Keeps ``max_seen`` and ``down_log``; forgets ``previous_members`` and
+        ``partitioned``, so the next decision is treated as the first.
+        """
+        return QuorumState(max_seen=self.max_seen, down_log=self.down_log)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return a JSON-ready dict; :meth:`from_dict` reads it back to an equal state."""
+        return {
+            "max_seen": self.max_seen,
+            "down_log": [[node_id, went_down] for node_id, went_down in self.down_log],
+            "previous_members": sorted(self.previous_members),
+            "partitioned": self.partitioned,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> QuorumState:
+        """Build a state from :meth:`to_dict` output (missing keys take their defaults).
+
+        Raises:
+            ValueError: a value is malformed.
+        """
+        down_log = data.get("down_log", ())
+        previous = data.get("previous_members", ())
+        if not isinstance(down_log, Iterable) or isinstance(down_log, str | bytes):
+            raise ValueError(f"down_log must be a list of pairs, got {down_log!r}")
+        if not isinstance(previous, Iterable) or isinstance(previous, str | bytes):
+            raise ValueError(f"previous_members must be a list of ids, got {previous!r}")
+        return cls(
+            max_seen=data.get("max_seen", 0),  # type: ignore[arg-type]  # __post_init__ checks
+            down_log=tuple(down_log),  # the [node, time] lists of JSON; checked as pairs
+            previous_members=frozenset(previous),
+            partitioned=data.get("partitioned", False),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumDecision:
+    """A partition strategy's answer for one :class:`MembershipView`.
+
+    Args:
+        partitioned: the node must be in partition mode: stop every local child and refuse
+            starts until a later decision clears it.
+        reason: one human-readable line saying why (for logs and ``status``).
+        state: the state to store and pass to the next decision.
+        has_quorum: the strategy's quorum condition holds for this view. It can be False
+            while ``partitioned`` is False: at start-up, or after a join that leaves the
+            quorum still short while the node was not partitioned.
+    """
+
+    partitioned: bool
+    reason: str
+    state: QuorumState
+    has_quorum: bool = True
+
+
+@runtime_checkable
+class PartitionStrategy(Protocol):
+    """Decides, from membership alone, whether this node must stop its children."""
+
+    @property
+    def guarantees(self) -> frozenset[Guarantee]:
+        """The properties this strategy promises."""
+        ...
+
+    def decide(self, view: MembershipView, state: QuorumState) -> QuorumDecision:
+        """Return the decision for ``view``, with the state to pass next time.
+
+        Pure: the same view and state always give the same decision.
         """
         ...

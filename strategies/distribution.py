@@ -1,9 +1,16 @@
 """Distribution strategies: which node owns each child.
 
-:class:`ConsistentHashing` places children on a weighted consistent-hash ring
+:class:`ConsistentHashing` (the default) places children on a weighted consistent-hash ring
 (:class:`~strategies.ring.HashRing`). Every node that sees the same members computes the same
 owner for every child, with no coordination, and a membership change moves only the children
 that must move.
+
+Two more are defined in their own modules and exported here:
+
+* :class:`~strategies.guided.Guided`: each child runs on the nodes the caller named for it
+  (``placer(members, mapping)``; :func:`~strategies.guided.validate_mapping`).
+* :class:`~strategies.bounded_load.BoundedLoad`: the same ring, but no node owns more than
+  ``c`` times its share (``placer(members, child_ids, capacities)``).
 
 Example::
 
@@ -41,9 +48,19 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from strategies.base import Guarantee
+from strategies.bounded_load import BoundedLoad, BoundedLoadPlacer
+from strategies.guided import Fallback, Guided, GuidedPlacer, validate_mapping
 from strategies.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing
 
-__all__ = ["ConsistentHashing"]
+__all__ = [
+    "BoundedLoad",
+    "BoundedLoadPlacer",
+    "ConsistentHashing",
+    "Fallback",
+    "Guided",
+    "GuidedPlacer",
+    "validate_mapping",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,6 +202,29 @@ class HashRing:
                     break
         return tuple(found)
 
+    def successors(self, child_id: str) -> Iterator[str]:
+        """Yield every node once, clockwise from ``child_id``: the owner first.
+
+        The lazy form of ``owners(child_id, len(self))``, for a caller that stops at the
+        first node meeting some condition (bounded-load placement skips full nodes).
+        Yields nothing for an empty ring.
+        """
+        points = self._points
+        if not points:
+            return
+        owners = self._owners
+        size = len(points)
+        total = len(self._nodes)
+        seen: set[str] = set()
+        start = bisect_left(points, stable_hash(child_id)) - size
+        for index in range(start, start + size):
+            node_id = owners[index]
+            if node_id not in seen:
+                seen.add(node_id)
+                yield node_id
+                if len(seen) == total:
+                    return
+
     def shares(self) -> dict[str, float]:
         """Return the fraction of the hash space each node owns (they sum to 1.0).
 
