@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal, overload
 
@@ -47,6 +47,8 @@ from hub.registry import Registry
 from hub.store import MAX_TXN_OPS, Store, cmp_create, cmp_mod, op_delete, op_put, op_txn
 from hub.worker import AllowList, validate_target
 from strategies.base import Placer
+from strategies.errors import InvalidChildMapping
+from strategies.guided import Guided, validate_mapping
 
 log = logging.getLogger("hub")
 
@@ -217,6 +219,7 @@ class HubClient:
         check_existing: bool = True,
         on_failure: Literal["continue", "rollback"] = "continue",
         metadata: dict[str, Any] | None = None,
+        child_mapping: Mapping[str, Sequence[str]] | None = None,
     ) -> StartResult:
         """Start children somewhere in the cluster.
 
@@ -233,6 +236,11 @@ class HubClient:
             on_failure: ``"rollback"`` stops every child of this request if any failed
                 (implies waiting).
             metadata: merged into every spec's metadata (``"tag"`` feeds ``tag_query``).
+            child_mapping: ``{child_id: [node, ...]}`` pins children to nodes (guided
+                placement); required for every child with ``distribution=Guided()``, where
+                it is validated with ProcessHub's errors (``MissingChildMapping``,
+                ``InvalidChildMapping``, ``ChildMappingMismatch``,
+                ``ChildReplicationMismatch``; all ``ValueError``).
 
         Returns:
             StartResult: ``pending`` ids when not waiting; ``started`` handles and
@@ -257,6 +265,17 @@ class HubClient:
                 raise InvalidSpec(f"expected ChildSpec, got {type(spec).__name__}")
         if metadata:
             specs = [replace(spec, metadata={**spec.metadata, **metadata}) for spec in specs]
+        if isinstance(self.config.distribution, Guided):
+            validate_mapping([spec.id for spec in specs], child_mapping, 1)
+        if child_mapping is not None:
+            if not isinstance(child_mapping, Mapping):
+                raise InvalidChildMapping("child_mapping must be a mapping")
+            specs = [
+                replace(spec, nodes=tuple(child_mapping[spec.id]))
+                if spec.id in child_mapping
+                else spec
+                for spec in specs
+            ]
         self._check_can_start()
 
         errors: list[ChildFailure] = []

@@ -67,9 +67,13 @@ def place(
 ) -> str | None:
     """Where a child belongs: its first pinned node that is an active member, or (unpinned)
     wherever the distribution strategy puts it. A pinned child with none of its nodes
-    present has no place: it waits, it is never dropped."""
+    present waits (it is never dropped), unless the strategy is ``Guided(fallback="ring")``,
+    which lets the ring place it until one of its nodes returns."""
     if entry is not None and entry.spec.nodes:
-        return next((node for node in entry.spec.nodes if node in members), None)
+        node = next((node for node in entry.spec.nodes if node in members), None)
+        if node is not None or getattr(placer, "_fallback", "wait") != "ring":
+            return node
+        # Guided(fallback="ring"): none of its nodes is here, the ring places it meanwhile.
     return placer.owner(child_id)
 
 

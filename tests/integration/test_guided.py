@@ -1,0 +1,97 @@
+"""Guided placement on real etcd (ProcessHub 8a scenario 3, without its silent-loss bug)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import pytest
+from support.wait import wait_until
+
+from hub import ChildSpec, Hub
+from integration import state_workers
+from strategies.errors import (
+    ChildMappingMismatch,
+    ChildReplicationMismatch,
+    InvalidChildMapping,
+    MissingChildMapping,
+)
+from strategies.guided import Guided
+
+COUNTER = f"{state_workers.__name__}:Counter"
+
+
+def make(endpoint: str, prefix: str, name: str, guided: Guided) -> Hub:
+    return Hub(
+        "gd", endpoints=[endpoint], node_id=name, lease_ttl=3, prefix=prefix, distribution=guided
+    )
+
+
+async def test_guided_validates_and_places_exactly_as_mapped(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        hubs = {
+            n: await stack.enter_async_context(make(etcd_endpoint, hub_prefix, n, Guided()))
+            for n in ("a", "b", "c")
+        }
+        a = hubs["a"]
+        spec = [ChildSpec(id="g1", start=COUNTER)]
+        with pytest.raises(MissingChildMapping):
+            await a.start_children(spec)
+        with pytest.raises(InvalidChildMapping):
+            await a.start_children(spec, child_mapping=[("g1", ["a"])])  # type: ignore[arg-type]
+        with pytest.raises(ChildMappingMismatch):
+            await a.start_children(spec, child_mapping={"other": ["a"]})
+        with pytest.raises(ChildReplicationMismatch):
+            await a.start_children(spec, child_mapping={"g1": ["a", "b"]})
+        assert not a.registry_dump()  # nothing was written
+
+        mapping = {f"g{i}": [("a", "b", "c")[i % 3]] for i in range(12)}
+        specs = [ChildSpec(id=c, start=COUNTER) for c in mapping]
+        result = await a.start_children(specs, child_mapping=mapping, wait=True, timeout=10)
+        assert result.ok, result.errors
+        assert {h.child_id: [h.node_id] for h in result.started} == mapping
+        await a.stop_children(list(mapping), wait=True)
+        await wait_until(lambda: not a.registry_dump(), 5)
+
+
+@pytest.mark.parametrize("fallback", ["wait", "ring"])
+async def test_children_of_a_gone_guided_node_wait_or_use_the_ring(
+    etcd_endpoint: str, hub_prefix: str, fallback: str
+) -> None:
+    guided = Guided(fallback=fallback)  # type: ignore[arg-type]
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(make(etcd_endpoint, hub_prefix, "a", guided))
+        b = make(etcd_endpoint, hub_prefix, "b", guided)
+        await b.start()
+        try:
+            mapping = {f"w{i}": ["b"] for i in range(5)}
+            result = await a.start_children(
+                [ChildSpec(id=c, start=COUNTER) for c in mapping],
+                child_mapping=mapping,
+                wait=True,
+                timeout=10,
+            )
+            assert result.ok and {h.node_id for h in result.started} == {"b"}
+        finally:
+            await b.stop()
+        if fallback == "wait":
+            await wait_until(lambda: not a.registry.handles, 10)
+            assert set(a.registry_dump()) == set(mapping)  # still desired: nothing vanished
+        else:
+            await wait_until(
+                lambda: all(
+                    (h := a.get_pid(c)) is not None and h.is_running and h.node_id == "a"
+                    for c in mapping
+                ),
+                10,
+            )
+        b = await stack.enter_async_context(make(etcd_endpoint, hub_prefix, "b", guided))
+        await wait_until(
+            lambda: all(
+                (h := a.get_pid(c)) is not None and h.is_running and h.node_id == "b"
+                for c in mapping
+            ),
+            10,
+            message="children did not return to their guided node",
+        )
