@@ -21,6 +21,7 @@ from typing import Any
 
 from hub.errors import ConfigError, HubError, InvalidSpec
 from strategies.migration import ColdSwap, HotSwap
+from strategies.partition import Availability, Strict
 
 log = logging.getLogger("hub.cli")
 
@@ -119,6 +120,12 @@ def _node_parser(sub: Any) -> None:
         default=_env("MIGRATION", "cold"),
         help="cold: restart moved children from their spec; hot: hand their state over",
     )
+    p.add_argument(
+        "--partition",
+        choices=("strict", "availability"),
+        default=_env("PARTITION", "strict"),
+        help="strict: stop children when etcd is unreachable; availability: keep them running",
+    )
     _add_etcd_options(p)
     p.set_defaults(func=_cmd_node)
 
@@ -139,6 +146,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
         "address": args.address,
         "allowed_targets": allow,
         "migration": HotSwap() if args.migration == "hot" else ColdSwap(),
+        "partition": Availability() if args.partition == "availability" else Strict(),
         **_etcd_kwargs(args),
     }
     if args.node_id:

@@ -13,9 +13,10 @@ from hub.errors import ConfigError, InvalidSpec
 from hub.keys import DEFAULT_PREFIX
 from hub.model import ChildSpec, validate_name
 from hub.store import EtcdConfig, TlsConfig
-from strategies.base import DistributionStrategy
+from strategies.base import DistributionStrategy, PartitionStrategy
 from strategies.distribution import ConsistentHashing
 from strategies.migration import ColdSwap, MigrationStrategy
+from strategies.partition import Strict
 
 #: etcd refuses requests above 1.5 MiB by default; one spec must fit with room to spare.
 DEFAULT_MAX_SPEC_BYTES = 1024 * 1024
@@ -41,6 +42,7 @@ class HubConfig:
     validate_targets: bool = True
     distribution: DistributionStrategy = field(default_factory=ConsistentHashing)
     migration: MigrationStrategy = field(default_factory=ColdSwap)
+    partition: PartitionStrategy = field(default_factory=Strict)
     hooks: Mapping[Any, Sequence[Any]] | None = None  # hub.hooks.HookSpec
     hook_timeout: float = 5.0
     weight: int = 1

@@ -23,9 +23,11 @@ from hub.errors import ConfigError, HubClosed, PartitionedError, StoreError
 from hub.hooks import ChildRestarted, ChildStarted, Hooks, HubStopping, PartitionChanged
 from hub.membership import Membership
 from hub.model import NodeState
+from hub.quorum import QuorumGate
 from hub.reconciler import Reconciler
 from hub.session import Session
 from hub.supervisor import Supervisor, WorkerExit
+from strategies.base import Guarantee
 
 log = logging.getLogger("hub")
 
@@ -58,6 +60,14 @@ class Hub(HubClient):
         except ValueError as exc:
             raise ConfigError(f"hooks: {exc}") from None
         self.registry.hooks = self.hooks
+        self.quorum = QuorumGate(
+            store=self.store,
+            keys=self.keys,
+            registry=self.registry,
+            node_id=cfg.node_id,
+            strategy=cfg.partition,
+            on_change=self._partition_changed,
+        )
         self.session = Session(
             self.store, cfg.lease_ttl, on_lost=self._on_lease_lost, on_granted=self._on_lease
         )
@@ -90,6 +100,8 @@ class Hub(HubClient):
             hooks=self.hooks,
             resync_interval=cfg.resync_interval,
         )
+        # Availability mode keeps workers through a lease loss (see strategies.partition).
+        self.reconciler.keep_running = Guarantee.AVAILABLE_DURING_OUTAGE in cfg.partition.guarantees
         self._stopping = False
         self._leave_requested = asyncio.Event()
         #: Set once this node drained and left because an operator asked (HubClient.drain).
@@ -139,6 +151,7 @@ class Hub(HubClient):
                 self._spawn("reconciler", self.reconciler.run())
                 self._spawn("membership", self.membership.run())
                 self._spawn("leave", self._obey_leave_request())
+                self._spawn("quorum", self.quorum.run())
                 revision = await self.membership.register()
                 await self.registry.wait_revision(revision)
             self._alive = True
@@ -192,7 +205,7 @@ class Hub(HubClient):
         finally:
             self._alive = False
             # Order matters: no worker may outlive the owner keys that its lease holds.
-            for name in ("leave", "reconciler", "membership"):
+            for name in ("quorum", "leave", "reconciler", "membership"):
                 await self._cancel(name)
             await self.supervisor.stop_all()
             await self._cancel("supervisor")
@@ -240,20 +253,27 @@ class Hub(HubClient):
     # -- lease and registry callbacks ----------------------------------------------------
 
     async def _on_lease_lost(self, lease_id: int) -> None:
-        """Self-fencing: stop every local worker before etcd can expire our keys."""
-        await self.reconciler.fence()
+        """Self-fencing: stop every local worker before etcd can expire our keys (in
+        availability mode: keep them running and reconcile when etcd is back)."""
+        await self.reconciler.lease_lost()
         self.hooks.dispatch(PartitionChanged(True, f"lease {lease_id:x} lost"))
 
     async def _on_lease(self, lease_id: int) -> None:
         """A new incarnation: publish membership again and reconcile everything."""
         self.membership.request()
-        self.reconciler.mark_all()
+        self.reconciler.lease_granted()
         self.hooks.dispatch(PartitionChanged(False, f"rejoined with lease {lease_id:x}"))
+
+    def _partition_changed(self, partitioned: bool, reason: str) -> None:
+        self.reconciler.set_partitioned(partitioned)
+        self.hooks.dispatch(PartitionChanged(partitioned, reason))
 
     def registry_changed(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
         if not hasattr(self, "reconciler"):
             return  # still constructing
         self.reconciler.registry_changed(child_ids, nodes_changed, full)
+        if nodes_changed or full:
+            self.quorum.membership_changed()
         if nodes_changed:
             lease = self.session.lease_id
             if lease and self.registry.leave_requests.get(self.node_id) == lease:
@@ -282,8 +302,9 @@ class Hub(HubClient):
     # -- starting and stopping children ---------------------------------------------------
 
     def is_partitioned(self) -> bool:
-        """True while this node holds no valid lease: it has fenced itself and runs nothing."""
-        return self._alive and not self.session.is_valid()
+        """True while this node runs nothing because it holds no valid lease (it fenced
+        itself) or because the partition strategy says the cluster lost its quorum."""
+        return self._alive and (not self.session.is_valid() or self.quorum.partitioned)
 
     def placement(self, child_id: str) -> str | None:
         """The node the distribution strategy assigns ``child_id`` to right now."""
@@ -292,6 +313,8 @@ class Hub(HubClient):
     def _check_can_start(self) -> None:
         if not self.session.is_valid():
             raise PartitionedError("this node is fenced off from etcd; refusing to start")
+        if self.quorum.partitioned:
+            raise PartitionedError(f"the cluster lost its quorum ({self.quorum.reason})")
 
     def nodes(self, *, include_local: bool = False) -> list[str]:
         """Member node ids (draining ones included); this node only with ``include_local``."""

@@ -48,6 +48,7 @@ class Kind(enum.Enum):
     HANDOVER = "handover"
     CHECKPOINT = "checkpoints"
     LEAVE = "leave"
+    QUORUM = "quorum"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,10 @@ class KeySpace:
     def leave(self, node_id: NodeId | str) -> bytes:
         """``leave/{node_id}``: an operator's request that a node drains and leaves."""
         return self.family(Kind.LEAVE) + _enc(node_id).encode()
+
+    def quorum(self, node_id: NodeId | str) -> bytes:
+        """``quorum/{node_id}``: the partition strategy's memory of one node."""
+        return self.family(Kind.QUORUM) + _enc(node_id).encode()
 
     def watched_range(self) -> tuple[bytes, bytes]:
         """The key range every node watches: ``nodes/`` .. ``specs/`` (inclusive).

@@ -94,7 +94,7 @@ class Self:
 
     node_id: str
     lease: int  # 0 while no valid lease is held
-    draining: bool
+    draining: bool  # leaving, or partitioned: owns nothing, acquires nothing
 
 
 def plan(
@@ -105,6 +105,7 @@ def plan(
     owned_token: int | None,
     running: bool,
     cache_revision: int,
+    adopt_running: bool = False,
 ) -> Action:
     """Decide the next action for one child from a snapshot. Pure.
 
@@ -117,6 +118,8 @@ def plan(
         owned_token: the fencing token if this node believes it owns the child.
         running: whether the local supervisor has a worker for it.
         cache_revision: the revision the cache reflects.
+        adopt_running: availability mode: a worker kept running through a lease loss may
+            be re-acquired (and restarted with a new token) if nobody owns the child.
     """
     record = owner.record if owner is not None else None
     cache_says_mine = (
@@ -141,11 +144,19 @@ def plan(
     if mine:
         if owned_token is None:
             return Action.ADOPT
-        if desired != me.node_id and (desired is not None or me.draining):
-            # Placed elsewhere; or nowhere (pinned to absent nodes) while we drain.
+        if me.draining or (desired is not None and desired != me.node_id):
+            # Placed elsewhere, or this node hands everything back (draining, no quorum).
             return Action.RELEASE
         return Action.NOOP
     if running:
+        if (
+            adopt_running
+            and owner is None
+            and desired == me.node_id
+            and me.lease != 0
+            and not me.draining
+        ):
+            return Action.ACQUIRE
         return Action.STOP_LOCAL
     if owner is None:
         if desired == me.node_id and me.lease != 0 and not me.draining:
@@ -185,6 +196,11 @@ class Reconciler:
         self.hooks = hooks if hooks is not None else Hooks()
         self.resync_interval = resync_interval
         self.draining = False
+        #: quorum lost: hand everything back, acquire nothing (like draining, but staying)
+        self.partitioned = False
+        #: availability mode: keep workers through a lease loss, re-acquire afterwards
+        self.keep_running = False
+        self._frozen = False
         #: child id -> fencing token of every child this incarnation owns
         self.owned: dict[str, int] = {}
         self._placer: Placer = distribution.placer({})
@@ -316,10 +332,31 @@ class Reconciler:
             self._idle.set()
 
     def _me(self) -> Self:
-        return Self(self.node_id, self.session.lease_id, self.draining)
+        return Self(self.node_id, self.session.lease_id, self.draining or self.partitioned)
+
+    def set_partitioned(self, partitioned: bool) -> None:
+        """Enter or leave partitioned mode (see :mod:`hub.quorum`)."""
+        self.partitioned = partitioned
+        self.mark_all()
+
+    async def lease_lost(self) -> None:
+        """Strict: fence (stop everything). Availability: keep the workers, forget the dead
+        tokens, and act on nothing until a new lease is held."""
+        if not self.keep_running:
+            await self.fence()
+            return
+        self.owned.clear()
+        self._frozen = True
+
+    def lease_granted(self) -> None:
+        self._frozen = False
+        self.mark_all()
 
     def _plan(self, child_ids: Iterable[str]) -> dict[str, Action]:
         me = self._me()
+        if self._frozen and not me.lease:
+            return {}  # availability mode during an outage: keep everything as it is
+        adopt = self.keep_running
         reg = self.registry
         specs, owners, revision = reg.specs, reg.owners, reg.revision
         owned, placement, supervisor = self.owned, self.placement, self.supervisor
@@ -334,6 +371,7 @@ class Reconciler:
                 owned.get(child_id),
                 supervisor.is_running(child_id),
                 revision,
+                adopt,
             )
             if action is not Action.NOOP:
                 out[child_id] = action
@@ -430,6 +468,10 @@ class Reconciler:
             if self.session.lease_id != lease:
                 continue  # fenced meanwhile: the key dies with the old lease
             self.owned[child_id] = result.revision
+            if self.supervisor.is_running(child_id):
+                # Kept running through an outage (availability mode): restart it so that
+                # it works under its new fencing token.
+                await self.supervisor.stop_many([child_id])
             state, source = self._incoming_state(child_id, result.responses)
             if self.hooks.has_handlers(HookName.CHILD_DATA_ALTER):
                 await self._start_altered(child_id, result.revision, lease, state, source)

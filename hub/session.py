@@ -126,7 +126,7 @@ class Session:
             lost = self._lease_id
             self._lease_id = 0
             self._valid.clear()
-            log.warning("lease %x lost: %s; fencing local workers", lost, lost_reason)
+            log.warning("lease %x lost: %s", lost, lost_reason)
             if self._on_lost is not None:
                 await self._on_lost(lost)
             # Drop the old incarnation's keys as soon as etcd answers rather than after its

@@ -1,0 +1,113 @@
+"""The quorum gate: runs the partition strategy and puts the node in or out of partitioned mode.
+
+Every node sees the same membership through etcd, so with the static and majority quorums
+every node reaches the same decision from the same revision. While partitioned, a node
+hands back everything it owns and acquires nothing (the specs stay durable; nobody runs
+the children), and it refuses starts with :class:`~hub.errors.PartitionedError`. It leaves
+the mode as soon as the strategy says the quorum is back.
+
+The strategy's memory (:class:`~strategies.base.QuorumState`: largest size seen, recent
+losses) is stored per node under ``quorum/{node_id}`` without a lease, so it survives a
+restart of the node (``MajorityQuorum`` must remember the largest cluster it saw).
+
+Ownership: the Hub runs :meth:`QuorumGate.run` in its task group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from hub.errors import StoreError
+from hub.keys import KeySpace
+from hub.registry import Registry
+from hub.store import Store
+from strategies.base import MembershipView, PartitionStrategy, QuorumDecision, QuorumState
+
+log = logging.getLogger("hub.quorum")
+
+
+class QuorumGate:
+    """Feeds membership changes through the partition strategy; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        keys: KeySpace,
+        registry: Registry,
+        node_id: str,
+        strategy: PartitionStrategy,
+        on_change: Callable[[bool, str], None],
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.registry = registry
+        self.node_id = node_id
+        self.strategy = strategy
+        self.on_change = on_change
+        self.state = QuorumState()
+        self.partitioned = False
+        self.reason = ""
+        self._changed = asyncio.Event()
+
+    def membership_changed(self) -> None:
+        """Called from the registry listener: decide again."""
+        self._changed.set()
+
+    async def load(self) -> None:
+        """Read this node's stored strategy state (a restart resumes it)."""
+        kv = await self.store.get(self.keys.quorum(self.node_id))
+        if kv is None:
+            return
+        try:
+            self.state = QuorumState.from_dict(json.loads(kv.value)).resumed()
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring unreadable quorum state: %s", exc)
+
+    def decide(self) -> QuorumDecision:
+        """One decision at the current membership; applies it. Pure but for the callback."""
+        view = MembershipView(frozenset(self.registry.active_members()), time.time(), self.node_id)
+        decision = self.strategy.decide(view, self.state)
+        self.state = decision.state
+        if decision.partitioned != self.partitioned:
+            self.partitioned = decision.partitioned
+            self.reason = decision.reason
+            log.warning(
+                "%s partitioned mode: %s",
+                "entering" if decision.partitioned else "leaving",
+                decision.reason,
+                extra={"node_id": self.node_id},
+            )
+            self.on_change(decision.partitioned, decision.reason)
+        return decision
+
+    async def run(self) -> None:
+        """Decide on every membership change (and on the strategy's own timers)."""
+        try:
+            await self.load()
+        except StoreError as exc:
+            log.warning("quorum state not loaded: %s", exc)
+        stored = None
+        while True:
+            self.decide()
+            if self.state != stored:
+                try:
+                    await self.store.put(
+                        self.keys.quorum(self.node_id), json.dumps(self.state.to_dict()).encode()
+                    )
+                    stored = self.state
+                except StoreError as exc:
+                    log.debug("quorum state not stored yet: %s", exc)
+            expiry = getattr(self.strategy, "next_expiry", None)
+            wake = expiry(self.state) if callable(expiry) else None
+            timeout = None if wake is None else max(0.05, wake - time.time())
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
+            self._changed.clear()
