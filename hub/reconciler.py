@@ -106,6 +106,7 @@ def plan(
     running: bool,
     cache_revision: int,
     adopt_running: bool = False,
+    released_token: int | None = None,
 ) -> Action:
     """Decide the next action for one child from a snapshot. Pure.
 
@@ -120,6 +121,8 @@ def plan(
         cache_revision: the revision the cache reflects.
         adopt_running: availability mode: a worker kept running through a lease loss may
             be re-acquired (and restarted with a new token) if nobody owns the child.
+        released_token: the token of an ownership this node already gave up for the child
+            (the cache may still show it until the watch catches up): never adopted again.
     """
     record = owner.record if owner is not None else None
     cache_says_mine = (
@@ -127,6 +130,7 @@ def plan(
         and record is not None
         and record.node_id == me.node_id
         and record.incarnation == me.lease
+        and (owner is None or owner.create_revision != released_token)
     )
     if owned_token is not None:
         if cache_revision >= owned_token and not (
@@ -215,6 +219,8 @@ class Reconciler:
         self._value_cache: dict[tuple[Any, ...], bytes] = {}
         #: children started with handed-over state: its key is deleted with the running write
         self._handover_consumed: set[str] = set()
+        #: child id -> token this node released; the cache may lag behind the delete
+        self._released: dict[str, int] = {}
         self._handover_lease: tuple[int, float] = (0, 0.0)  # (lease id, monotonic expiry)
         self.rounds = 0
 
@@ -237,9 +243,13 @@ class Reconciler:
         if nodes_changed or full:
             self._rebuild_placement(full)
         if child_ids:
-            placement = self._placement
+            placement, released, owners = self._placement, self._released, self.registry.owners
             for child_id in child_ids:
                 placement.pop(child_id, None)  # its spec (pins) may have changed
+                if child_id in released:
+                    owner = owners.get(child_id)
+                    if owner is None or owner.create_revision != released[child_id]:
+                        del released[child_id]  # the cache has seen the release
             self.mark(child_ids)
 
     def set_draining(self, draining: bool) -> None:
@@ -357,6 +367,7 @@ class Reconciler:
         if self._frozen and not me.lease:
             return {}  # availability mode during an outage: keep everything as it is
         adopt = self.keep_running
+        released = self._released
         reg = self.registry
         specs, owners, revision = reg.specs, reg.owners, reg.revision
         owned, placement, supervisor = self.owned, self.placement, self.supervisor
@@ -372,6 +383,7 @@ class Reconciler:
                 supervisor.is_running(child_id),
                 revision,
                 adopt,
+                released.get(child_id),
             )
             if action is not Action.NOOP:
                 out[child_id] = action
@@ -551,6 +563,8 @@ class Reconciler:
             owner = self.registry.owners.get(child_id)
             if owner is None or owner.record is None or not lease:
                 continue
+            if self._released.get(child_id) == owner.create_revision:
+                continue
             self.owned[child_id] = owner.create_revision
             if owner.record.state is not OwnerState.FAILED and not self.supervisor.is_running(
                 child_id
@@ -600,6 +614,8 @@ class Reconciler:
                 retry.append(child_id)
                 continue
             token = self.owned.pop(child_id, None) or 0
+            if token:
+                self._released[child_id] = token
             moving = child_id in specs
             self.hooks.dispatch(ChildStopped(child_id, token, "migrated" if moving else "stopped"))
             if moving:

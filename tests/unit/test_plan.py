@@ -420,3 +420,15 @@ def test_plan_safety_properties(
     if owned_token is not None and revision >= owned_token and not still_ours:
         # The cache has seen our acquire and no longer shows it: stop, never write.
         assert action is Action.STOP_LOCAL
+
+
+def test_a_released_ownership_is_never_adopted_from_a_lagging_cache() -> None:
+    """Found by the hot-swap churn checker: after releasing, the cache still showed our
+    owner record for a moment and the node adopted it again with the dead token."""
+    me = Self("n1", 7, False)
+    spec = SpecEntry(ChildSpec(id="c", start="m:f"), 1, 1)
+    record = OwnerRecord("n1", 7, OwnerState.RUNNING, 0.0)
+    owner = OwnerEntry(record, 40, 41, 7, None)
+    assert plan(me, spec, owner, "n1", None, False, 45) is Action.ADOPT
+    assert plan(me, spec, owner, "n1", None, False, 45, released_token=40) is Action.NOOP
+    assert plan(me, spec, owner, "n2", None, False, 45, released_token=40) is Action.NOOP
