@@ -22,6 +22,7 @@ from typing import Any
 from hub.errors import ConfigError, HubError, InvalidSpec
 from strategies.migration import ColdSwap, HotSwap
 from strategies.partition import Availability, Strict
+from strategies.redundancy import Replication, Singularity
 
 log = logging.getLogger("hub.cli")
 
@@ -121,6 +122,16 @@ def _node_parser(sub: Any) -> None:
         help="cold: restart moved children from their spec; hot: hand their state over",
     )
     p.add_argument(
+        "--replicas",
+        default=_env("REPLICAS", "1"),
+        help="instances per child: a number, or 'cluster' for one per node",
+    )
+    p.add_argument(
+        "--replica-mode",
+        choices=("active_active", "active_passive"),
+        default=_env("REPLICA_MODE", "active_active"),
+    )
+    p.add_argument(
         "--partition",
         choices=("strict", "availability"),
         default=_env("PARTITION", "strict"),
@@ -147,11 +158,24 @@ def _cmd_node(args: argparse.Namespace) -> int:
         "allowed_targets": allow,
         "migration": HotSwap() if args.migration == "hot" else ColdSwap(),
         "partition": Availability() if args.partition == "availability" else Strict(),
+        "redundancy": _redundancy(args.replicas, args.replica_mode),
         **_etcd_kwargs(args),
     }
     if args.node_id:
         options["node_id"] = args.node_id
     return asyncio.run(_run_node(args.hub, options))
+
+
+def _redundancy(replicas: str, mode: str) -> Singularity | Replication:
+    if replicas == "cluster":
+        return Replication("cluster", mode=mode)  # type: ignore[arg-type]
+    try:
+        count = int(replicas)
+    except ValueError:
+        raise ConfigError(f"--replicas must be a number or 'cluster', got {replicas!r}") from None
+    if count < 1:
+        raise ConfigError("--replicas must be >= 1")
+    return Singularity() if count == 1 else Replication(count, mode=mode)  # type: ignore[arg-type]
 
 
 async def _run_node(hub_id: str, options: dict[str, Any]) -> int:

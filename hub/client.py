@@ -655,7 +655,11 @@ class HubClient:
         """Running children: ``{child_id: {node_id: handle}}`` or, for ``"local"``,
         ``{child_id: handle}`` of this node's children (always empty for a client)."""
         if scope == "global":
-            return {cid: {h.node_id: h} for cid, h in self.registry.handles.items()}
+            registry = self.registry
+            if not registry.replicas:
+                return {cid: {h.node_id: h} for cid, h in registry.handles.items()}
+            ids = registry.handles.keys() | registry.replicas.keys()
+            return {cid: registry.instances(cid) for cid in ids}
         if scope == "local":
             return {}  # a client hosts nothing
         raise InvalidSpec("scope must be 'global' or 'local'")
@@ -665,9 +669,13 @@ class HubClient:
         return self.registry.handles.get(child_id)
 
     def get_pids(self, child_id: str) -> list[ChildHandle]:
-        """Every instance of a child (one with singularity); ``[]`` if unknown."""
-        handle = self.registry.handles.get(child_id)
-        return [handle] if handle is not None else []
+        """Every instance of a child, the primary (active) first; ``[]`` if unknown."""
+        return list(self.registry.instances(child_id).values())
+
+    def active_replica(self, child_id: str) -> ChildHandle | None:
+        """The instance that is active under active/passive replication (the primary:
+        it holds the owner key and the fencing token); same as :meth:`get_pid`."""
+        return self.registry.handles.get(child_id)
 
     def child_lookup(self, child_id: str, *, with_metadata: bool = False) -> tuple[Any, ...] | None:
         """``(spec, {node: handle})`` or with metadata ``(spec, {node: handle}, metadata)``;
@@ -675,30 +683,23 @@ class HubClient:
         entry = self.registry.specs.get(child_id)
         if entry is None:
             return None
-        handle = self.registry.handles.get(child_id)
-        nodes = {handle.node_id: handle} if handle is not None else {}
+        nodes = self.registry.instances(child_id)
         if with_metadata:
             return (entry.spec, nodes, dict(entry.spec.metadata))
         return (entry.spec, nodes)
 
     def tag_query(self, tag: str) -> dict[str, dict[str, ChildHandle]]:
         """Children whose ``metadata["tag"]`` equals ``tag``: ``{child_id: {node: handle}}``."""
-        handles = self.registry.handles
-        out: dict[str, dict[str, ChildHandle]] = {}
-        for cid in self.registry.tagged(tag):
-            handle = handles.get(cid)
-            out[cid] = {handle.node_id: handle} if handle is not None else {}
-        return out
+        instances = self.registry.instances
+        return {cid: instances(cid) for cid in self.registry.tagged(tag)}
 
     def registry_dump(self) -> dict[str, tuple[ChildSpec, dict[str, ChildHandle], dict[str, Any]]]:
         """Every child: ``{child_id: (spec, {node: handle}, metadata)}``."""
-        handles = self.registry.handles
-        out = {}
-        for cid, entry in self.registry.specs.items():
-            handle = handles.get(cid)
-            nodes = {handle.node_id: handle} if handle is not None else {}
-            out[cid] = (entry.spec, nodes, dict(entry.spec.metadata))
-        return out
+        instances = self.registry.instances
+        return {
+            cid: (entry.spec, instances(cid), dict(entry.spec.metadata))
+            for cid, entry in self.registry.specs.items()
+        }
 
     def nodes(self, *, include_local: bool = False) -> list[str]:
         """Member node ids (draining ones included); this node only with ``include_local``."""

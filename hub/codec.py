@@ -197,3 +197,34 @@ def encode_leave(incarnation: int, requested_at: float) -> bytes:
 def decode_leave(key: bytes, value: bytes) -> int:
     """Parse ``leave/{node_id}``; returns the incarnation asked to leave."""
     return int(_parse(pb.LeaveRequest(), key, value).incarnation)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRecord:
+    """``replicas/{child_id}/{node_id}``: a non-primary replica and its role."""
+
+    node_id: str
+    incarnation: int
+    role: str
+    started_at: float
+
+
+def encode_replica(record: ReplicaRecord) -> bytes:
+    """Serialize ``replicas/{child_id}/{node_id}``."""
+    return bytes(
+        pb.Replica(
+            schema=SCHEMA,
+            node_id=record.node_id,
+            incarnation=record.incarnation,
+            role=record.role,
+            started_at=record.started_at,
+        ).SerializeToString()
+    )
+
+
+def decode_replica(key: bytes, value: bytes) -> ReplicaRecord:
+    """Parse a replica record; raises CorruptRecord."""
+    msg = _parse(pb.Replica(), key, value)
+    if msg.role not in ("passive", "active") or not msg.node_id:
+        raise CorruptRecord(key, f"bad replica record (role {msg.role!r})")
+    return ReplicaRecord(msg.node_id, msg.incarnation, msg.role, msg.started_at)

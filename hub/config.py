@@ -17,6 +17,7 @@ from strategies.base import DistributionStrategy, PartitionStrategy
 from strategies.distribution import ConsistentHashing
 from strategies.migration import ColdSwap, MigrationStrategy
 from strategies.partition import Strict
+from strategies.redundancy import Replication, Singularity
 
 #: etcd refuses requests above 1.5 MiB by default; one spec must fit with room to spare.
 DEFAULT_MAX_SPEC_BYTES = 1024 * 1024
@@ -43,6 +44,7 @@ class HubConfig:
     distribution: DistributionStrategy = field(default_factory=ConsistentHashing)
     migration: MigrationStrategy = field(default_factory=ColdSwap)
     partition: PartitionStrategy = field(default_factory=Strict)
+    redundancy: Singularity | Replication = field(default_factory=Singularity)
     hooks: Mapping[Any, Sequence[Any]] | None = None  # hub.hooks.HookSpec
     hook_timeout: float = 5.0
     weight: int = 1

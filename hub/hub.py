@@ -98,6 +98,7 @@ class Hub(HubClient):
             distribution=cfg.distribution,
             migration=cfg.migration,
             hooks=self.hooks,
+            redundancy=cfg.redundancy,
             resync_interval=cfg.resync_interval,
         )
         # Availability mode keeps workers through a lease loss (see strategies.partition).

@@ -266,6 +266,14 @@ class ChildHandle:
     started_at: float
     restarts: int = 0
     last_exit: str = ""
+    #: "active" for the owner (the primary); a replica is "passive" or, with active/active
+    #: replication, "active". Replica handles carry fencing token 0: they hold no owner key.
+    role: str = "active"
+
+    @property
+    def is_primary(self) -> bool:
+        """True for the instance holding ``owners/{child_id}`` (fencing token > 0)."""
+        return self.fencing_token > 0
 
     @property
     def is_running(self) -> bool:

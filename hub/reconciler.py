@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.batcher import TxnBatcher
-from hub.codec import decode_state, encode_owner, encode_state
+from hub.codec import ReplicaRecord, decode_state, encode_owner, encode_replica, encode_state
 from hub.errors import CorruptRecord, HubClosed, InvalidSpec, StaleFence, StoreError
 from hub.hooks import (
     ChildFailed,
@@ -53,6 +53,7 @@ from hub.store import cmp_create, cmp_mod, op_delete, op_get, op_put, op_txn
 from hub.supervisor import ExitKind, Supervisor, WorkerExit
 from strategies.base import DistributionStrategy, Placer
 from strategies.migration import ColdSwap, MigrationStrategy
+from strategies.redundancy import Replication, Singularity
 
 log = logging.getLogger("hub.reconciler")
 
@@ -86,6 +87,8 @@ class Action(enum.Enum):
     RELEASE = "release"  # stop the local worker, then delete owners/{id} (fenced)
     STOP_LOCAL = "stop_local"  # a local worker without ownership: stop it, forget it
     CLEAR_FOREIGN = "clear_foreign"  # an undecodable owner key with no lease: delete it
+    REPLICA_UP = "replica_up"  # write replicas/{id}/{me} and start a non-primary instance
+    REPLICA_DOWN = "replica_down"  # stop the local replica, delete its key
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,60 @@ def plan(
     return Action.NOOP
 
 
+def plan_replicated(
+    me: Self,
+    spec: SpecEntry | None,
+    owner: OwnerEntry | None,
+    replica_set: tuple[str, ...],
+    owned_token: int | None,
+    running: bool,
+    my_replica: bool,
+    cache_revision: int,
+    released_token: int | None = None,
+) -> Action:
+    """:func:`plan` for replication > 1. Pure.
+
+    ``replica_set`` is where the child's instances belong, in order; its first node is the
+    primary, which holds ``owners/{id}`` exactly like a singular child. ``running`` is
+    whether a local instance exists (primary or replica); ``my_replica`` whether the cache
+    shows this node's ``replicas/{id}/{node}`` key.
+    """
+    record = owner.record if owner is not None else None
+    cache_says_mine = (
+        me.lease != 0
+        and record is not None
+        and record.node_id == me.node_id
+        and record.incarnation == me.lease
+        and (owner is None or owner.create_revision != released_token)
+    )
+    if owned_token is not None:
+        if cache_revision >= owned_token and not (
+            cache_says_mine and owner is not None and owner.create_revision == owned_token
+        ):
+            return Action.STOP_LOCAL
+        mine = True
+    else:
+        mine = cache_says_mine
+    if spec is None:
+        if mine:
+            return Action.RELEASE
+        return Action.REPLICA_DOWN if running or my_replica else Action.NOOP
+    primary = bool(replica_set) and replica_set[0] == me.node_id and not me.draining
+    member = me.node_id in replica_set and not me.draining
+    if mine:
+        if owned_token is None:
+            return Action.ADOPT
+        return Action.NOOP if primary else Action.RELEASE
+    if primary:
+        # A local replica instance is promoted by the acquire (stopped, restarted active).
+        return Action.ACQUIRE if owner is None and me.lease != 0 else Action.NOOP
+    if member:
+        if not running and me.lease != 0:
+            return Action.REPLICA_UP
+        return Action.NOOP
+    return Action.REPLICA_DOWN if running or my_replica else Action.NOOP
+
+
 class Reconciler:
     """Executes :func:`plan` for dirty children; also the supervisor's event sink."""
 
@@ -186,6 +243,7 @@ class Reconciler:
         distribution: DistributionStrategy,
         migration: MigrationStrategy | None = None,
         hooks: Hooks | None = None,
+        redundancy: Singularity | Replication | None = None,
         resync_interval: float = 30.0,
         max_in_flight_rounds: int = 8,
     ) -> None:
@@ -198,6 +256,10 @@ class Reconciler:
         self.distribution = distribution
         self.migration: MigrationStrategy = migration if migration is not None else ColdSwap()
         self.hooks = hooks if hooks is not None else Hooks()
+        self.redundancy: Singularity | Replication = (
+            redundancy if redundancy is not None else Singularity()
+        )
+        self._replica_sets: dict[str, tuple[str, ...]] = {}
         self.resync_interval = resync_interval
         self.draining = False
         #: quorum lost: hand everything back, acquire nothing (like draining, but staying)
@@ -244,8 +306,10 @@ class Reconciler:
             self._rebuild_placement(full)
         if child_ids:
             placement, released, owners = self._placement, self._released, self.registry.owners
+            sets = self._replica_sets
             for child_id in child_ids:
                 placement.pop(child_id, None)  # its spec (pins) may have changed
+                sets.pop(child_id, None)
                 if child_id in released:
                     owner = owners.get(child_id)
                     if owner is None or owner.create_revision != released[child_id]:
@@ -270,6 +334,26 @@ class Reconciler:
             )
             return node
 
+    def replica_set(self, child_id: str) -> tuple[str, ...]:
+        """Where a replicated child's instances belong, primary first (memoized)."""
+        try:
+            return self._replica_sets[child_id]
+        except KeyError:
+            pass
+        members = self._members
+        count = self.redundancy.count(len(members))
+        entry = self.registry.specs.get(child_id)
+        if entry is not None and entry.spec.nodes:
+            nodes = tuple(n for n in entry.spec.nodes if n in members)[:count]
+        else:
+            nodes = self._placer.owners(child_id, count) if members else ()
+        self._replica_sets[child_id] = nodes
+        return nodes
+
+    @property
+    def replicated(self) -> bool:
+        return isinstance(self.redundancy, Replication)
+
     def _rebuild_placement(self, full: bool) -> None:
         members = self.registry.active_members()
         if members == self._members and not full:
@@ -279,6 +363,7 @@ class Reconciler:
         self._members = members
         self._placer = self.distribution.placer(members)
         self._placement = {}
+        old_sets, self._replica_sets = self._replica_sets, {}
         if full:
             self.mark_all()
             return
@@ -287,7 +372,15 @@ class Reconciler:
         owners = self.registry.owners
         placement = self.placement
         moved = []
-        for child_id in self.registry.specs:
+        if self.replicated:
+            # Any change of a replica set matters (replicas move too).
+            moved = [
+                child_id
+                for child_id in self.registry.specs
+                if old_sets.get(child_id) != self.replica_set(child_id) or child_id not in owners
+            ]
+            moved.extend(self.supervisor.child_ids())
+        for child_id in self.registry.specs if not self.replicated else ():
             before = old_placement.get(child_id, _UNKNOWN)
             if before is _UNKNOWN:
                 before = old.owner(child_id)
@@ -372,6 +465,23 @@ class Reconciler:
         specs, owners, revision = reg.specs, reg.owners, reg.revision
         owned, placement, supervisor = self.owned, self.placement, self.supervisor
         out: dict[str, Action] = {}
+        if self.replicated:
+            replicas, node_id = reg.replicas, self.node_id
+            for child_id in child_ids:
+                action = plan_replicated(
+                    me,
+                    specs.get(child_id),
+                    owners.get(child_id),
+                    self.replica_set(child_id),
+                    owned.get(child_id),
+                    supervisor.is_running(child_id),
+                    node_id in replicas.get(child_id, {}),
+                    revision,
+                    released.get(child_id),
+                )
+                if action is not Action.NOOP:
+                    out[child_id] = action
+            return out
         for child_id in child_ids:
             spec = specs.get(child_id)
             action = plan(
@@ -408,6 +518,10 @@ class Reconciler:
                         tg.create_task(self._clear_foreign(groups[Action.CLEAR_FOREIGN], retry))
                     if Action.ADOPT in groups:
                         self._adopt(groups[Action.ADOPT])
+                    if Action.REPLICA_UP in groups:
+                        tg.create_task(self._replica_up(groups[Action.REPLICA_UP], retry))
+                    if Action.REPLICA_DOWN in groups:
+                        tg.create_task(self._replica_down(groups[Action.REPLICA_DOWN], retry))
             except Exception as exc:  # a bug or an unexpected error must not kill the loop
                 log.exception("reconcile round failed: %s", exc)
                 retry.extend(actions.keys())
@@ -464,6 +578,8 @@ class Reconciler:
                     op_put(owner_key, value, lease),
                     op_get(keys.handover(child_id)),
                     op_get(keys.checkpoint(child_id)),
+                    # promotion of a replica: its standby key goes in the same txn
+                    op_delete(keys.replica(child_id, self.node_id)),
                 ],
             )
             entries.append(entry)
@@ -480,11 +596,17 @@ class Reconciler:
             if self.session.lease_id != lease:
                 continue  # fenced meanwhile: the key dies with the old lease
             self.owned[child_id] = result.revision
+            local_state = None
             if self.supervisor.is_running(child_id):
-                # Kept running through an outage (availability mode): restart it so that
-                # it works under its new fencing token.
-                await self.supervisor.stop_many([child_id])
+                # A promoted replica, or a worker kept through an outage (availability
+                # mode): restart it as the primary, under its new fencing token.
+                kept = await self.supervisor.stop_many(
+                    [child_id], collect_state=True, state_timeout=self.migration.state_timeout
+                )
+                local_state = kept.get(child_id)
             state, source = self._incoming_state(child_id, result.responses)
+            if state is None and local_state is not None:
+                state, source = local_state, "promotion"
             if self.hooks.has_handlers(HookName.CHILD_DATA_ALTER):
                 await self._start_altered(child_id, result.revision, lease, state, source)
             else:
@@ -622,6 +744,47 @@ class Reconciler:
                 migrated[child_id] = self.placement(child_id) or ""
         if migrated:
             self.hooks.dispatch(ChildrenMigrated(migrated))
+
+    async def _replica_up(self, child_ids: list[str], retry: list[str]) -> None:
+        """Publish ``replicas/{id}/{me}`` and start a non-primary instance."""
+        lease = self.session.lease_id
+        if not lease:
+            retry.extend(child_ids)
+            return
+        role = "active" if self.redundancy.mode == "active_active" else "passive"
+        value = encode_replica(ReplicaRecord(self.node_id, lease, role, time.time()))
+        futures, started = [], []
+        for child_id in child_ids:
+            key = self.keys.replica(child_id, self.node_id)
+            futures.append(self.batcher.submit(op_txn([], [op_put(key, value, lease)]), key))
+            started.append(child_id)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for child_id, result in zip(started, results, strict=True):
+            if isinstance(result, BaseException):
+                retry.append(child_id)
+                continue
+            entry = self.registry.specs.get(child_id)
+            if entry is None or self.session.lease_id != lease:
+                continue
+            if self.supervisor.is_running(child_id):
+                continue
+            try:
+                self.supervisor.start(entry.spec, fencing_token=0, incarnation=lease, role=role)
+            except (HubClosed, ValueError) as exc:
+                log.warning("could not start replica of %r: %s", child_id, exc)
+
+    async def _replica_down(self, child_ids: list[str], retry: list[str]) -> None:
+        """Stop local replicas and withdraw their keys."""
+        local = [c for c in child_ids if c not in self.owned]
+        await self.supervisor.stop_many(local)
+        futures = []
+        for child_id in local:
+            key = self.keys.replica(child_id, self.node_id)
+            futures.append(self.batcher.submit(op_txn([], [op_delete(key)]), key))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for child_id, result in zip(local, results, strict=True):
+            if isinstance(result, BaseException):
+                retry.append(child_id)
 
     async def _lease_for_handover(self) -> int:
         """A short lease for handed-over state, shared by releases while it is fresh."""

@@ -20,7 +20,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hub.codec import decode_leave, decode_node, decode_owner, decode_spec
+from hub.codec import (
+    ReplicaRecord,
+    decode_leave,
+    decode_node,
+    decode_owner,
+    decode_replica,
+    decode_spec,
+)
 from hub.errors import CorruptRecord
 from hub.hooks import (
     ChildrenRegistered,
@@ -31,7 +38,7 @@ from hub.hooks import (
     NodeLeft,
 )
 from hub.keys import KeySpace, Kind
-from hub.model import ChildHandle, ChildSpec, NodeInfo, NodeState, OwnerRecord
+from hub.model import ChildHandle, ChildSpec, NodeInfo, NodeState, OwnerRecord, OwnerState
 from hub.store import Event, KeyValue
 
 log = logging.getLogger("hub.registry")
@@ -66,6 +73,16 @@ class OwnerEntry:
     handle: ChildHandle | None
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaEntry:
+    """``replicas/{id}/{node}``: a non-primary replica."""
+
+    record: ReplicaRecord
+    create_revision: int
+    lease: int
+    handle: ChildHandle
+
+
 class Listener(Protocol):
     """Told what changed after each applied batch (or listing)."""
 
@@ -81,6 +98,8 @@ class Registry:
         self.specs: dict[str, SpecEntry] = {}
         self.owners: dict[str, OwnerEntry] = {}
         self.handles: dict[str, ChildHandle] = {}
+        #: child id -> node id -> replica (replication > 1; the primary is in ``owners``)
+        self.replicas: dict[str, dict[str, ReplicaEntry]] = {}
         self.by_tag: dict[str, set[str]] = {}
         #: node id -> the incarnation an operator asked to drain and leave
         self.leave_requests: dict[str, int] = {}
@@ -109,6 +128,7 @@ class Registry:
         self.specs.clear()
         self.owners.clear()
         self.handles.clear()
+        self.replicas.clear()
         self.by_tag.clear()
         self.leave_requests.clear()
         touched: set[str] = set()
@@ -199,6 +219,24 @@ class Registry:
                 touched.add(ident)
             elif kind is Kind.LEAVE:
                 self.leave_requests[ident] = decode_leave(key, value)
+            elif kind is Kind.REPLICA:
+                parsed = self.keys.parse(key)
+                if parsed is None or parsed.node_id is None:
+                    return None
+                replica = decode_replica(key, value)
+                replica_handle = ChildHandle(
+                    child_id=ident,
+                    node_id=parsed.node_id,
+                    incarnation=replica.incarnation,
+                    fencing_token=0,
+                    state=OwnerState.RUNNING,
+                    started_at=replica.started_at,
+                    role=replica.role,
+                )
+                self.replicas.setdefault(ident, {})[parsed.node_id] = ReplicaEntry(
+                    replica, create_revision, lease, replica_handle
+                )
+                touched.add(ident)
             elif kind is Kind.NODE:
                 info = decode_node(key, value)
                 if info.node_id != ident:
@@ -236,6 +274,14 @@ class Registry:
                 self._left.append(left)
         elif kind is Kind.LEAVE:
             self.leave_requests.pop(ident, None)
+        elif kind is Kind.REPLICA:
+            parsed = self.keys.parse(key)
+            nodes = self.replicas.get(ident)
+            if parsed is not None and nodes is not None and parsed.node_id in nodes:
+                del nodes[parsed.node_id]
+                if not nodes:
+                    del self.replicas[ident]
+                touched.add(ident)
         return kind
 
     def _untag(self, child_id: str) -> None:
@@ -365,6 +411,16 @@ class Registry:
             for node_id, entry in self.nodes.items()
             if entry.info.state is NodeState.ACTIVE
         }
+
+    def instances(self, child_id: str) -> dict[str, ChildHandle]:
+        """Every running instance of a child by node: the primary, then its replicas."""
+        out: dict[str, ChildHandle] = {}
+        handle = self.handles.get(child_id)
+        if handle is not None:
+            out[handle.node_id] = handle
+        for node_id, entry in self.replicas.get(child_id, {}).items():
+            out.setdefault(node_id, entry.handle)
+        return out
 
     def tagged(self, tag: str) -> Iterable[str]:
         """Child ids whose metadata tag equals ``tag``."""

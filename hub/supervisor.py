@@ -180,6 +180,7 @@ class _Child:
     state_source: str | None = None
     #: the current instance object of a class target (for handover_state)
     instance: object | None = None
+    role: str = "active"
 
 
 async def _guard(run: WorkerFn, ctx: Context) -> Exception | None:
@@ -330,6 +331,7 @@ class Supervisor:
         incarnation: int,
         state: Any = None,
         state_source: str | None = None,
+        role: str = "active",
     ) -> None:
         """Start supervising ``spec`` without waiting; outcomes arrive as events.
 
@@ -349,6 +351,7 @@ class Supervisor:
             raise ValueError(f"child {spec.id!r} is already running on this node")
         child = _Child(spec=spec, fencing_token=fencing_token, incarnation=incarnation)
         child.state, child.state_source = state, state_source
+        child.role = role
         self._children[spec.id] = child
         child.task = task_group.create_task(
             self._supervise(child), name=f"hub.supervisor:{spec.id}"
@@ -443,6 +446,11 @@ class Supervisor:
     def is_running(self, child_id: str) -> bool:
         """True while ``child_id`` has a live task here (also during restart backoff)."""
         return child_id in self._children
+
+    def role(self, child_id: str) -> str | None:
+        """The role of a local child's instance, or None if it is not running here."""
+        child = self._children.get(child_id)
+        return child.role if child is not None else None
 
     def token(self, child_id: str) -> int | None:
         """The fencing token ``child_id`` was started with, or None if it is not running."""
@@ -620,6 +628,7 @@ class Supervisor:
             stopping=child.stopping,
             state=state,
             state_source=child.state_source if state is not None else None,
+            role=child.role,
             checkpointer=self._checkpoint if self._checkpointer is not None else None,
         )
         # The instance runs inside this (the child's) task: one task per child keeps starts

@@ -80,7 +80,10 @@ class Context:
             cancellation and finish gracefully.
         state: state this instance starts from: handed over by the previous owner
             (hot swap), or the last checkpoint, or None.
-        state_source: ``"handover"``, ``"checkpoint"`` or None.
+        state_source: ``"handover"``, ``"checkpoint"``, ``"promotion"`` (a passive replica
+            became active and kept its own state) or None.
+        role: ``"active"``, or ``"passive"`` for a standby replica under active/passive
+            replication (its fencing token is 0: it owns nothing and may not checkpoint).
     """
 
     hub_id: str
@@ -94,6 +97,7 @@ class Context:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     state: Any = None
     state_source: str | None = None
+    role: str = "active"
     checkpointer: Callable[[str, int, Any], Awaitable[None]] | None = field(
         default=None, repr=False, compare=False
     )

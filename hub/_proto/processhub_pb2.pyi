@@ -99,3 +99,17 @@ class LeaveRequest(_message.Message):
     incarnation: int
     requested_at: float
     def __init__(self, schema: _Optional[int] = ..., incarnation: _Optional[int] = ..., requested_at: _Optional[float] = ...) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("schema", "node_id", "incarnation", "role", "started_at")
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    schema: int
+    node_id: str
+    incarnation: int
+    role: str
+    started_at: float
+    def __init__(self, schema: _Optional[int] = ..., node_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., role: _Optional[str] = ..., started_at: _Optional[float] = ...) -> None: ...

@@ -12,6 +12,8 @@ from hub.worker import Context
 INSTANCES: dict[str, Counter] = {}
 #: (child id, node, token, "start"|"stop", monotonic time): activations across all hubs
 EVENTS: list[tuple[str, str, int, str, float]] = []
+#: (child id, node) -> the latest instance there (replication runs several per child)
+BY_NODE: dict[tuple[str, str], Counter] = {}
 
 
 class Counter:
@@ -27,6 +29,7 @@ class Counter:
         state = ctx.state if isinstance(ctx.state, dict) else {}
         self.count = int(state.get("count", 0))
         INSTANCES[ctx.child_id] = self
+        BY_NODE[(ctx.child_id, ctx.node_id)] = self
         self.active = True
         EVENTS.append((ctx.child_id, ctx.node_id, ctx.fencing_token, "start", time.monotonic()))
         try:
@@ -60,6 +63,7 @@ class BytesState(Counter):
 def reset() -> None:
     INSTANCES.clear()
     EVENTS.clear()
+    BY_NODE.clear()
 
 
 def overlaps() -> list[str]:

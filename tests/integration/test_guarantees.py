@@ -305,3 +305,44 @@ async def test_hot_swap_churn_keeps_state_and_never_overlaps(
         assert handed, "no child was ever handed over"
     finally:
         cluster.close()
+
+
+async def test_replica_is_promoted_after_kill9_of_the_active_one(
+    etcd_endpoint: str, hub_prefix: str, tmp_path: Path
+) -> None:
+    """Active/passive replication: kill -9 the node running most active replicas; passives
+    are promoted one TTL later, and never two active instances at once."""
+    cluster = Cluster(
+        hub_id="rp",
+        endpoint=etcd_endpoint,
+        prefix=hub_prefix,
+        lease_ttl=TTL,
+        record_dir=tmp_path,
+        extra_args=["--replicas", "2", "--replica-mode", "active_passive"],
+    )
+    try:
+        for _ in range(3):
+            cluster.add()
+        ids = [f"r-{i}" for i in range(30)]
+        async with HubClient(
+            "rp", endpoints=[etcd_endpoint], prefix=hub_prefix, validate_targets=False
+        ) as client:
+            result = await client.start_children(specs(ids), wait=True, timeout=20)
+            assert result.ok, result.errors
+            await wait_until(lambda: all(len(client.get_pids(c)) == 2 for c in ids), 10)
+            victim = max(
+                cluster.nodes, key=lambda n: sum(1 for h in result.started if h.node_id == n)
+            )
+            cluster.kill(victim)
+            await wait_checked(cluster, client, set(ids), timeout=TTL + 15)
+            await wait_until(
+                lambda: all(
+                    len(client.get_pids(c)) == 2
+                    and all(h.node_id != victim for h in client.get_pids(c))
+                    for c in ids
+                ),
+                15,
+                message="replicas not restored on the survivors",
+            )
+    finally:
+        cluster.close()

@@ -1,9 +1,9 @@
 """The at-most-one checker: reads every recorded activation and finds overlaps.
 
-An *interval* is one activation of a child: from its ``start`` record to its ``stop`` record
-(same pid and fencing token), or to the moment its process was killed (``kill -9`` leaves
-no stop record; the harness tells us when it killed which pid), or open-ended when the
-instance is still running.
+An *interval* is one activation of a child (passive replicas do not count): from its
+``start`` record to its ``stop`` record (same pid and fencing token), or to the moment its
+process was killed (``kill -9`` leaves no stop record; the harness tells us when it killed
+which pid), or open-ended when the instance is still running.
 
 Violations reported:
 * two intervals of one child that overlap in time (two active instances at once);
@@ -41,6 +41,8 @@ def load_intervals(record_dir: Path, killed_at: dict[int, float]) -> dict[str, l
                 events.append(json.loads(line))
     events.sort(key=lambda e: e["t"])
     for ev in events:
+        if ev.get("role") == "passive":
+            continue  # standby replicas are not active instances
         key = (ev["child"], ev["pid"], ev["token"])
         if ev["ev"] == "start":
             interval = Interval(ev["child"], ev["node"], ev["pid"], ev["token"], ev["t"], None)

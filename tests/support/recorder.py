@@ -31,7 +31,12 @@ class Recorded:
     """Runs until cancelled; records start and stop with its fencing token."""
 
     async def run(self, ctx: Context) -> None:
-        base = {"child": ctx.child_id, "node": ctx.node_id, "token": ctx.fencing_token}
+        base = {
+            "child": ctx.child_id,
+            "node": ctx.node_id,
+            "token": ctx.fencing_token,
+            "role": ctx.role,
+        }
         _write({"ev": "start", "t": time.monotonic(), "pid": os.getpid(), **base})
         try:
             await asyncio.Event().wait()

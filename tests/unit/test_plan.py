@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hub.model import ChildSpec, OwnerRecord, OwnerState
-from hub.reconciler import Action, Self, plan
+from hub.reconciler import Action, Self, plan, plan_replicated
 from hub.registry import OwnerEntry, SpecEntry
 
 LEASE = 100  # this node's current lease (incarnation)
@@ -319,8 +319,154 @@ def test_plan_table(case: Case) -> None:
     assert _run(case) is case.expected
 
 
-def test_table_covers_every_action() -> None:
-    assert {case.expected for case in CASES} == set(Action)
+def test_tables_cover_every_action() -> None:
+    covered = {case.expected for case in CASES} | {expected for *_, expected in REPLICATED}
+    assert covered == set(Action)
+
+
+# -- replication: plan_replicated ---------------------------------------------------------
+
+# (name, me, spec, owner, replica set, owned token, running, my replica key, expected)
+REPLICATED = [
+    ("primary acquires", ME, SPEC, None, ("n1", "n2"), None, False, False, Action.ACQUIRE),
+    (
+        "a running replica is promoted",
+        ME,
+        SPEC,
+        None,
+        ("n1", "n2"),
+        None,
+        True,
+        True,
+        Action.ACQUIRE,
+    ),
+    (
+        "primary waits for the old owner",
+        ME,
+        SPEC,
+        owner("n2", OTHER_LEASE),
+        ("n1", "n2"),
+        None,
+        False,
+        False,
+        Action.NOOP,
+    ),
+    (
+        "no lease: no acquire",
+        ME_NO_LEASE,
+        SPEC,
+        None,
+        ("n1", "n2"),
+        None,
+        False,
+        False,
+        Action.NOOP,
+    ),
+    (
+        "second node starts a replica",
+        ME,
+        SPEC,
+        owner("n2", OTHER_LEASE),
+        ("n2", "n1"),
+        None,
+        False,
+        False,
+        Action.REPLICA_UP,
+    ),
+    (
+        "replica keeps running",
+        ME,
+        SPEC,
+        owner("n2", OTHER_LEASE),
+        ("n2", "n1"),
+        None,
+        True,
+        True,
+        Action.NOOP,
+    ),
+    (
+        "out of the set: replica down",
+        ME,
+        SPEC,
+        owner("n2", OTHER_LEASE),
+        ("n2", "n3"),
+        None,
+        True,
+        True,
+        Action.REPLICA_DOWN,
+    ),
+    (
+        "stale replica key alone is withdrawn",
+        ME,
+        SPEC,
+        None,
+        ("n2", "n3"),
+        None,
+        False,
+        True,
+        Action.REPLICA_DOWN,
+    ),
+    ("demoted primary releases", ME, SPEC, MINE, ("n2", "n1"), TOKEN, True, False, Action.RELEASE),
+    ("primary keeps", ME, SPEC, MINE, ("n1", "n2"), TOKEN, True, False, Action.NOOP),
+    (
+        "draining primary releases",
+        ME_DRAINING,
+        SPEC,
+        MINE,
+        ("n1", "n2"),
+        TOKEN,
+        True,
+        False,
+        Action.RELEASE,
+    ),
+    (
+        "draining replica goes down",
+        ME_DRAINING,
+        SPEC,
+        None,
+        ("n1", "n2"),
+        None,
+        True,
+        True,
+        Action.REPLICA_DOWN,
+    ),
+    ("spec gone: replica down", ME, None, None, ("n1",), None, True, True, Action.REPLICA_DOWN),
+    ("spec gone: primary releases", ME, None, MINE, ("n1",), TOKEN, True, False, Action.RELEASE),
+    (
+        "lost primary stops",
+        ME,
+        SPEC,
+        owner("n2", OTHER_LEASE, create=TOKEN + 5),
+        ("n1",),
+        TOKEN,
+        True,
+        False,
+        Action.STOP_LOCAL,
+    ),
+    ("cache shows ours: adopt", ME, SPEC, MINE, ("n1", "n2"), None, False, False, Action.ADOPT),
+]
+
+
+@pytest.mark.parametrize(
+    "name, me, spec, owner_entry, replica_set, token, running, my_replica, expected",
+    REPLICATED,
+    ids=[row[0] for row in REPLICATED],
+)
+def test_plan_replicated(
+    name: str,
+    me: Self,
+    spec: SpecEntry | None,
+    owner_entry: OwnerEntry | None,
+    replica_set: tuple[str, ...],
+    token: int | None,
+    running: bool,
+    my_replica: bool,
+    expected: Action,
+) -> None:
+    got = plan_replicated(
+        me, spec, owner_entry, replica_set, token, running, my_replica, cache_revision=100
+    )
+    assert got is expected, name
 
 
 # -- properties over random snapshots ------------------------------------------------------

@@ -1,0 +1,151 @@
+"""Replication on real etcd (ProcessHub 8a scenarios 8 and 17, and its open bug #15)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from support.wait import wait_until
+
+from hub import ChildSpec, Hub
+from integration import state_workers
+from strategies import ConsistentHashing
+from strategies.redundancy import Replication
+
+COUNTER = f"{state_workers.__name__}:Counter"
+
+
+class Cluster:
+    def __init__(self, stack: AsyncExitStack, endpoint: str, prefix: str, redundancy: Any):
+        self.stack, self.endpoint, self.prefix, self.redundancy = (
+            stack,
+            endpoint,
+            prefix,
+            redundancy,
+        )
+        self.hubs: dict[str, Hub] = {}
+
+    async def add(self, name: str) -> Hub:
+        hub = Hub(
+            "rp",
+            endpoints=[self.endpoint],
+            node_id=name,
+            lease_ttl=3,
+            prefix=self.prefix,
+            redundancy=self.redundancy,
+        )
+        self.hubs[name] = await self.stack.enter_async_context(hub)
+        return hub
+
+    def live(self) -> list[str]:
+        return sorted(n for n, h in self.hubs.items() if h.is_alive())
+
+
+@asynccontextmanager
+async def cluster(
+    endpoint: str, prefix: str, names: list[str], redundancy: Any
+) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        c = Cluster(stack, endpoint, prefix, redundancy)
+        for name in names:
+            await c.add(name)
+        yield c
+
+
+def matches_ring(c: Cluster, ids: list[str], factor: int, mode: str) -> bool:
+    """Every child has exactly its ring's replica set, primary first, with the right roles,
+    and the live worker instances agree (exactly one active under active/passive)."""
+    live = c.live()
+    hub = c.hubs[live[0]]
+    ring = ConsistentHashing().placer({n: 1 for n in live})
+    n = min(factor, len(live))
+    for child_id in ids:
+        expected = ring.owners(child_id, n)
+        instances = hub.get_pids(child_id)
+        if not instances or instances[0].node_id != expected[0]:
+            return False  # the primary (active) comes first and is the ring's first node
+        if {h.node_id for h in instances} != set(expected) or len(instances) != n:
+            return False
+        if not instances[0].is_primary or not instances[0].is_running:
+            return False
+        workers = [state_workers.BY_NODE.get((child_id, node)) for node in expected]
+        if any(w is None or not w.active for w in workers):
+            return False
+        roles = [w.ctx.role for w in workers]  # type: ignore[union-attr]
+        want = ["active"] * n if mode == "active_active" else ["active"] + ["passive"] * (n - 1)
+        if roles != want:
+            return False
+    return True
+
+
+async def test_active_active_cluster_size_replication(etcd_endpoint: str, hub_prefix: str) -> None:
+    state_workers.reset()
+    async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], Replication("cluster")) as c:
+        ids = [f"aa-{i}" for i in range(30)]
+        result = await c.hubs["a"].start_children(
+            [ChildSpec(id=x, start=COUNTER) for x in ids], wait=True, timeout=15
+        )
+        assert result.ok, result.errors
+        await wait_until(lambda: matches_ring(c, ids, 3, "active_active"), 15)
+        # every node's registry agrees
+        for hub in c.hubs.values():
+            assert all(len(hub.get_pids(x)) == 3 for x in ids)
+
+
+async def test_active_passive_roles_follow_joins_leaves_and_crashes(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    """ProcessHub #15 (modes wrong after joins and leaves) must not exist here."""
+    state_workers.reset()
+    redundancy = Replication(2, mode="active_passive")
+    async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], redundancy) as c:
+        ids = [f"ap-{i}" for i in range(30)]
+        result = await c.hubs["a"].start_children(
+            [ChildSpec(id=x, start=COUNTER, metadata={"tag": "rooms"}) for x in ids],
+            wait=True,
+            timeout=15,
+        )
+        assert result.ok, result.errors
+        await wait_until(lambda: matches_ring(c, ids, 2, "active_passive"), 15)
+        assert all(len(v) == 2 for v in c.hubs["b"].tag_query("rooms").values())
+        await c.add("d")  # join
+        await wait_until(lambda: matches_ring(c, ids, 2, "active_passive"), 15, message="join")
+        await c.hubs["b"].stop()  # graceful leave
+        await wait_until(lambda: matches_ring(c, ids, 2, "active_passive"), 15, message="leave")
+        await c.hubs["c"].stop(drain=False)  # abrupt: lease revoked, no hand-over
+        await wait_until(lambda: matches_ring(c, ids, 2, "active_passive"), 15, message="crash")
+        active = [
+            (x, n)
+            for (x, n), w in state_workers.BY_NODE.items()
+            if w.active and w.ctx.role == "active"  # type: ignore[union-attr]
+        ]
+        assert sorted(x for x, _ in active) == sorted(ids)  # exactly one active each
+
+
+async def test_promotion_keeps_the_passive_replica_state(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    state_workers.reset()
+    redundancy = Replication(2, mode="active_passive")
+    async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], redundancy) as c:
+        result = await c.hubs["a"].start_children(
+            [ChildSpec(id="p", start=COUNTER)], wait=True, timeout=10
+        )
+        assert result.ok
+        await wait_until(lambda: matches_ring(c, ["p"], 2, "active_passive"), 10)
+        primary = c.hubs["a"].active_replica("p").node_id  # type: ignore[union-attr]
+        standby = "b" if primary == "a" else "a"
+        state_workers.BY_NODE[("p", standby)].count = 77
+        await c.hubs[primary].stop(drain=False)
+        await wait_until(
+            lambda: (
+                (w := state_workers.BY_NODE.get(("p", standby))) is not None
+                and w.active
+                and w.ctx.role == "active"
+            ),
+            10,
+        )  # type: ignore[union-attr]
+        promoted = state_workers.BY_NODE[("p", standby)]
+        assert promoted.count == 77 and promoted.ctx.state_source == "promotion"  # type: ignore[union-attr]
+        assert c.hubs[standby].active_replica("p").node_id == standby  # type: ignore[union-attr]
