@@ -307,6 +307,16 @@ class Hub(HubClient):
         itself) or because the partition strategy says the cluster lost its quorum."""
         return self._alive and (not self.session.is_valid() or self.quorum.partitioned)
 
+    def reset_cluster_size(self, size: int) -> None:
+        """After an intentional downsizing under ``MajorityQuorum``: take ``size`` as the
+        largest cluster seen, so the smaller cluster has its quorum again (ProcessHub's
+        ``reset_cluster_size``). Call it on every remaining node.
+
+        Raises:
+            ValueError: the partition strategy is not ``MajorityQuorum``, or ``size < 1``.
+        """
+        self.quorum.reset_cluster_size(size)
+
     def placement(self, child_id: str) -> str | None:
         """The node the distribution strategy assigns ``child_id`` to right now."""
         return self.reconciler.placement(child_id)

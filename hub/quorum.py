@@ -85,6 +85,14 @@ class QuorumGate:
             self.on_change(decision.partitioned, decision.reason)
         return decision
 
+    def reset_cluster_size(self, size: int) -> None:
+        """``MajorityQuorum`` only: forget the largest size seen (intentional downsizing)."""
+        reset = getattr(self.strategy, "reset_cluster_size", None)
+        if reset is None:
+            raise ValueError(f"{type(self.strategy).__name__} has no cluster size to reset")
+        self.state = reset(self.state, size)
+        self._changed.set()
+
     async def run(self) -> None:
         """Decide on every membership change (and on the strategy's own timers)."""
         try:

@@ -135,3 +135,24 @@ async def test_availability_mode_keeps_running_when_cut_off_and_converges_after(
 
             # After the heal the duplicates are dropped: exactly one instance per child.
             await wait_until(one_each, 20, interval=0.1, message="did not converge")
+
+
+async def test_majority_reset_after_intentional_downsizing(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    state_workers.reset()
+    strategy = MajorityQuorum()
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(make(etcd_endpoint, hub_prefix, "a", strategy))
+        others = [make(etcd_endpoint, hub_prefix, n, strategy) for n in ("b", "c")]
+        for hub in others:
+            await hub.start()
+        await a.start_children([ChildSpec(id="m", start=COUNTER)], wait=True, timeout=10)
+        for hub in others:
+            await hub.stop()  # scale 3 -> 1 on purpose
+        await wait_until(a.is_partitioned, 10)
+        a.reset_cluster_size(1)
+        await wait_until(lambda: not a.is_partitioned(), 5, message="reset did not clear")
+        await wait_until(lambda: (h := a.get_pid("m")) is not None and h.is_running, 10)
+        with pytest.raises(ValueError):
+            make(etcd_endpoint, hub_prefix, "z", StaticQuorum(1)).reset_cluster_size(1)
