@@ -86,6 +86,8 @@ def encode_node(info: NodeInfo) -> bytes:
         state=info.state.value,
         version=info.version,
         started_at=info.started_at,
+        capacity=info.capacity,
+        load=info.load,
     )
     msg.labels.update(info.labels)
     return bytes(msg.SerializeToString())
@@ -109,6 +111,8 @@ def decode_node(key: bytes, value: bytes) -> NodeInfo:
         state=state,
         version=msg.version,
         started_at=msg.started_at,
+        capacity=msg.capacity,
+        load=msg.load,
     )
 
 

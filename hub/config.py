@@ -48,6 +48,8 @@ class HubConfig:
     hooks: Mapping[Any, Sequence[Any]] | None = None  # hub.hooks.HookSpec
     hook_timeout: float = 5.0
     weight: int = 1
+    capacity: int = 0
+    load_interval: float = 5.0
     labels: Mapping[str, str] = field(default_factory=dict)
     address: str = ""
     drain_timeout: float = 30.0
@@ -66,6 +68,8 @@ class HubConfig:
             raise ConfigError("lease_ttl must be an int >= 2 (seconds)")
         if not isinstance(self.weight, int) or self.weight < 1:
             raise ConfigError("weight must be an int >= 1")
+        if not isinstance(self.capacity, int) or self.capacity < 0:
+            raise ConfigError("capacity must be an int >= 0 (0: no limit)")
         for name in ("drain_timeout", "worker_stop_timeout", "startup_timeout", "resync_interval"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0")

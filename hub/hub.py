@@ -87,6 +87,7 @@ class Hub(HubClient):
             address=cfg.address,
             labels=cfg.labels,
             weight=cfg.weight,
+            capacity=cfg.capacity,
         )
         self.reconciler = Reconciler(
             node_id=cfg.node_id,
@@ -153,6 +154,7 @@ class Hub(HubClient):
                 self._spawn("membership", self.membership.run())
                 self._spawn("leave", self._obey_leave_request())
                 self._spawn("quorum", self.quorum.run())
+                self._spawn("load", self._publish_load())
                 revision = await self.membership.register()
                 await self.registry.wait_revision(revision)
             self._alive = True
@@ -206,7 +208,7 @@ class Hub(HubClient):
         finally:
             self._alive = False
             # Order matters: no worker may outlive the owner keys that its lease holds.
-            for name in ("quorum", "leave", "reconciler", "membership"):
+            for name in ("load", "quorum", "leave", "reconciler", "membership"):
                 await self._cancel(name)
             await self.supervisor.stop_all()
             await self._cancel("supervisor")
@@ -224,6 +226,16 @@ class Hub(HubClient):
             self._tasks.clear()
             await self.store.close()
             log.info("node left", extra={"hub_id": self.hub_id, "node_id": self.node_id})
+
+    async def _publish_load(self) -> None:
+        """Publish how many children this node runs, when it changed noticeably."""
+        while True:
+            await asyncio.sleep(self.config.load_interval)
+            load = len(self.supervisor)
+            published = self.membership.load
+            if abs(load - published) >= max(1, published // 20):  # 5 %
+                self.membership.load = load
+                self.membership.request()
 
     async def _obey_leave_request(self) -> None:
         """Drain when an operator asks this incarnation to leave; then set ``left``."""

@@ -41,6 +41,7 @@ class Membership:
         address: str = "",
         labels: Mapping[str, str] | None = None,
         weight: int = 1,
+        capacity: int = 0,
     ) -> None:
         self.store = store
         self.session = session
@@ -49,6 +50,8 @@ class Membership:
         self.address = address
         self.labels = dict(labels or {})
         self.weight = weight
+        self.capacity = capacity
+        self.load = 0
         self.state = NodeState.ACTIVE
         self.started_at = time.time()
         self.registered_lease = 0
@@ -66,6 +69,8 @@ class Membership:
             state=self.state,
             version=__version__,
             started_at=self.started_at,
+            capacity=self.capacity,
+            load=self.load,
         )
 
     def request(self) -> None:

@@ -366,6 +366,8 @@ class NodeInfo:
     state: NodeState = NodeState.ACTIVE
     version: str = ""
     started_at: float = 0.0
+    capacity: int = 0  # children this node is sized for; 0 = no limit
+    load: int = 0  # children it ran when it last published
 
 
 @dataclass(frozen=True, slots=True)

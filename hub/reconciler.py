@@ -52,12 +52,16 @@ from hub.session import Session
 from hub.store import cmp_create, cmp_mod, op_delete, op_get, op_put, op_txn
 from hub.supervisor import ExitKind, Supervisor, WorkerExit
 from strategies.base import DistributionStrategy, Placer
+from strategies.bounded_load import BoundedLoad
 from strategies.migration import ColdSwap, MigrationStrategy
 from strategies.redundancy import Replication, Singularity
 
 log = logging.getLogger("hub.reconciler")
 
 _UNKNOWN = "\0unknown"  # not a valid node id
+
+#: BoundedLoad: seconds between rebuilds of its placement while children come and go.
+REBUILD_EVERY = 0.5
 
 #: Children released per step: one etcd txn's worth of owner deletes.
 RELEASE_CHUNK = 126
@@ -270,6 +274,12 @@ class Reconciler:
         #: child id -> fencing token of every child this incarnation owns
         self.owned: dict[str, int] = {}
         self._placer: Placer = distribution.placer({})
+        #: BoundedLoad places with the set of children in mind: rebuilt (at most every
+        #: REBUILD_EVERY seconds) when children come or go
+        self._load_aware = isinstance(distribution, BoundedLoad)
+        self._spec_set_changed = False
+        self._built_for = 0  # how many specs the load-aware placement was built with
+        self._last_rebuild = 0.0
         self._placement: dict[str, str | None] = {}
         self._members: dict[str, int] = {}
         self._dirty: set[str] = set()
@@ -307,6 +317,8 @@ class Reconciler:
         if child_ids:
             placement, released, owners = self._placement, self._released, self.registry.owners
             sets = self._replica_sets
+            if self._load_aware and len(self.registry.specs) != self._built_for:
+                self._spec_set_changed = True
             for child_id in child_ids:
                 placement.pop(child_id, None)  # its spec (pins) may have changed
                 sets.pop(child_id, None)
@@ -354,14 +366,36 @@ class Reconciler:
     def replicated(self) -> bool:
         return isinstance(self.redundancy, Replication)
 
-    def _rebuild_placement(self, full: bool) -> None:
+    def _build_placer(self, members: dict[str, int]) -> Placer:
+        distribution = self.distribution
+        if isinstance(distribution, BoundedLoad):
+            self._last_rebuild = time.monotonic()
+            self._spec_set_changed = False
+            self._built_for = len(self.registry.specs)
+            return distribution.placer(members, sorted(self.registry.specs), self._capacities())
+        return distribution.placer(members)
+
+    def _capacities(self) -> dict[str, float] | None:
+        """Relative capacity of each member from the ``capacity`` they publish."""
+        nodes = self.registry.nodes
+        sized = {
+            n: nodes[n].info.capacity
+            for n in self._members
+            if n in nodes and nodes[n].info.capacity
+        }
+        if not sized:
+            return None
+        top = max(sized.values())
+        return {n: sized.get(n, top) / top for n in self._members}
+
+    def _rebuild_placement(self, full: bool, force: bool = False) -> None:
         members = self.registry.active_members()
-        if members == self._members and not full:
+        if members == self._members and not full and not force:
             return
         old_placement = self._placement
         old = self._placer
         self._members = members
-        self._placer = self.distribution.placer(members)
+        self._placer = self._build_placer(members)
         self._placement = {}
         old_sets, self._replica_sets = self._replica_sets, {}
         if full:
@@ -415,6 +449,12 @@ class Reconciler:
                         continue
                     self._wakeup.clear()
                     await asyncio.sleep(0)  # coalesce the current burst
+                    if self._spec_set_changed:
+                        wait = REBUILD_EVERY - (time.monotonic() - self._last_rebuild)
+                        if wait > 0:
+                            asyncio.get_running_loop().call_later(wait, self._wakeup.set)
+                        else:
+                            self._rebuild_placement(full=False, force=True)
                     ready = self._dirty - self._in_flight
                     if not ready:
                         self._check_idle()

@@ -6,7 +6,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeInfo(_message.Message):
-    __slots__ = ("schema", "node_id", "incarnation", "address", "labels", "weight", "state", "version", "started_at")
+    __slots__ = ("schema", "node_id", "incarnation", "address", "labels", "weight", "state", "version", "started_at", "capacity", "load")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,8 @@ class NodeInfo(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     schema: int
     node_id: str
     incarnation: int
@@ -32,7 +34,9 @@ class NodeInfo(_message.Message):
     state: str
     version: str
     started_at: float
-    def __init__(self, schema: _Optional[int] = ..., node_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weight: _Optional[int] = ..., state: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[float] = ...) -> None: ...
+    capacity: int
+    load: int
+    def __init__(self, schema: _Optional[int] = ..., node_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., weight: _Optional[int] = ..., state: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[float] = ..., capacity: _Optional[int] = ..., load: _Optional[int] = ...) -> None: ...
 
 class ChildSpec(_message.Message):
     __slots__ = ("schema", "child_id", "start", "args_json", "restart", "metadata_json", "max_restarts", "max_seconds", "created_at", "nodes")
