@@ -78,3 +78,17 @@ def overlaps() -> list[str]:
         else:
             open_[child_id] -= 1
     return bad
+
+
+class CrashOnce:
+    """Crashes right after its first start on a node (ProcessHub 8a scenario 7)."""
+
+    crashed: set[tuple[str, int]] = set()
+
+    async def run(self, ctx: Context) -> None:
+        key = (ctx.child_id, ctx.fencing_token)
+        await asyncio.sleep(0.05)
+        if key not in CrashOnce.crashed:
+            CrashOnce.crashed.add(key)
+            raise RuntimeError("crash once")
+        await asyncio.Event().wait()

@@ -156,3 +156,49 @@ async def test_majority_reset_after_intentional_downsizing(
         await wait_until(lambda: (h := a.get_pid("m")) is not None and h.is_running, 10)
         with pytest.raises(ValueError):
             make(etcd_endpoint, hub_prefix, "z", StaticQuorum(1)).reset_cluster_size(1)
+
+
+async def test_availability_mode_through_an_etcd_outage_converges_to_one_instance(
+    own_etcd: object, hub_prefix: str, tmp_path: Path
+) -> None:
+    etcd = own_etcd  # a private etcd we can stop
+    cluster = Cluster(
+        hub_id="ao",
+        endpoint=etcd.endpoint,  # type: ignore[attr-defined]
+        prefix=hub_prefix,
+        lease_ttl=3,
+        record_dir=tmp_path,
+        extra_args=["--partition", "availability"],
+    )
+    try:
+        cluster.add()
+        cluster.add()
+        ids = [f"o-{i}" for i in range(20)]
+        async with HubClient(
+            "ao",
+            endpoints=[etcd.endpoint],
+            prefix=hub_prefix,
+            validate_targets=False,  # type: ignore[attr-defined]
+        ) as client:
+            result = await client.start_children(
+                [ChildSpec(id=x, start="support.recorder:Recorded") for x in ids],
+                wait=True,
+                timeout=20,
+            )
+            assert result.ok
+        etcd.stop()  # type: ignore[attr-defined]
+        # The outage outlasts the lease TTL (a fault length, not a synchronisation).
+        await asyncio.sleep(3 + 1.5)
+        intervals = load_intervals(cluster.record_dir, cluster.killed_at)
+        assert all(i.end is None for items in intervals.values() for i in items), (
+            "availability mode stopped children during the outage"
+        )
+        etcd.start()  # type: ignore[attr-defined]
+
+        def one_each() -> bool:
+            found = load_intervals(cluster.record_dir, cluster.killed_at)
+            return not violations(found, expect_running=set(ids), live_pids=cluster.live_pids())
+
+        await wait_until(one_each, 30, interval=0.1, message="did not converge after etcd returned")
+    finally:
+        cluster.close()
