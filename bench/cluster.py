@@ -50,6 +50,8 @@ class NodeProc:
         hub: str = "bench",
         prefix: str = "/processhub",
         log_level: str = "warning",
+        migration: str | None = None,
+        profile_from_start: Path | None = None,
     ) -> None:
         self.node_id = node_id
         self.cmd = [
@@ -68,6 +70,10 @@ class NodeProc:
             "--log-level",
             log_level,
         ]
+        if migration is not None:  # "hot": the node runs Hub(migration=HotSwap())
+            self.cmd += ["--migration", migration]
+        if profile_from_start is not None:  # cProfile from process start (profile_stop ends it)
+            self.cmd += ["--profile-from-start", str(profile_from_start)]
         self.log_path = log_dir / f"{node_id}-{time.monotonic_ns()}.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.pid = 0

@@ -19,7 +19,8 @@ Commands:
   ``exclude``d node (with ``placed``, each on the node the ring assigns it at this node's
   membership; with ``member``, only once that node is an active member).
   Checked incrementally after every applied watch batch, by an observer on the registry.
-* ``start_children {n}``: start ``child-0`` .. ``child-{n-1}`` from this node.
+* ``start_children {n, start}``: start ``child-0`` .. ``child-{n-1}`` from this node
+  (``start``: the start target, default ``bench.workers:idle``).
 * ``seen {node}``: when member ``node`` last appeared in this node's registry (or null).
 * ``get_pid_bench {batch, repeat}``: per-call time of ``hub.get_pid`` over the local
   registry, in timeit batches; median, p99, min, plus the bare loop overhead.
@@ -29,6 +30,10 @@ Commands:
 * ``placement``: ``{child_id: node_id}`` of every running child in this node's registry.
 * ``registry_mem``: relist the hub's keys and build a fresh Registry under tracemalloc:
   bytes of registry data structures per child.
+* ``journal``: the instances of ``bench.workers:Stateful`` this process ran (see
+  :func:`bench.workers.journal_rows`): start and cancel times, state source, digests of the
+  state received and held. A node that leaves prints the same rows as a ``journal`` event
+  after ``stopped`` (when it ran any), so the driver gets them from a node that is gone.
 * ``profile_start {path, top, sort}`` / ``profile_stop``: cProfile this process; the stats
   go to ``path`` and a text summary to ``path``.txt (also when the node leaves while
   profiling).
@@ -36,6 +41,10 @@ Commands:
 SIGTERM leaves gracefully (drain: children move first), like ``processhub node``; EOF on
 stdin (the driver went away) leaves without draining. Events ``draining`` and ``stopped``
 are printed with their monotonic times.
+
+``--migration hot`` runs the hub with ``HotSwap()`` (state handover); the default is the
+hub's default (``ColdSwap``). ``--profile-from-start PATH`` profiles the node from before
+``hub.start()`` (a joining node), until ``profile_stop``.
 """
 
 from __future__ import annotations
@@ -57,10 +66,12 @@ import tracemalloc
 from collections.abc import Iterable
 from typing import Any
 
+from bench import workers
 from bench.workers import IDLE
 from hub.hub import Hub
 from hub.model import ChildSpec, OwnerState
 from hub.registry import Registry
+from strategies.migration import HotSwap
 
 log = logging.getLogger("bench.node")
 
@@ -321,8 +332,9 @@ class Node:
         }
 
     async def cmd_start_children(self, rid: Any, req: dict[str, Any]) -> dict[str, Any]:
-        """Start ``n`` idle children from this node (the alternative to a HubClient)."""
-        specs = [ChildSpec(id=f"child-{i}", start=IDLE) for i in range(int(req["n"]))]
+        """Start ``n`` children (default: idle) from this node (instead of a HubClient)."""
+        start = str(req.get("start") or IDLE)
+        specs = [ChildSpec(id=f"child-{i}", start=start) for i in range(int(req["n"]))]
         began = time.monotonic()
         result = await self.hub.start_children(specs)
         return {
@@ -436,6 +448,9 @@ class Node:
             }
         }
 
+    async def cmd_journal(self, rid: Any, req: dict[str, Any]) -> dict[str, Any]:
+        return {"node_id": self.hub.node_id, "rows": workers.journal_rows(self.hub.node_id)}
+
     async def cmd_registry_mem(self, rid: Any, req: dict[str, Any]) -> dict[str, Any]:
         hub = self.hub
         kvs, revision = await hub.store.list_prefix(hub.keys.root)
@@ -495,8 +510,13 @@ async def run(args: argparse.Namespace) -> int:
         lease_ttl=args.ttl,
         drain_timeout=args.drain_timeout,
         allowed_targets=["bench.workers:*"],
+        **({"migration": HotSwap()} if args.migration == "hot" else {}),
     )
     node = Node(hub)
+    if args.profile_from_start:  # before the hub starts; ``profile_stop`` ends it
+        await node.cmd_profile_start(
+            None, {"path": args.profile_from_start, "top": 35, "sort": "tottime"}
+        )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     graceful = asyncio.Event()
@@ -540,6 +560,9 @@ async def run(args: argparse.Namespace) -> int:
             "cpu": time.process_time(),
         }
     )
+    if workers.JOURNAL:  # stateful workers ran here: the driver wants their records
+        rows = workers.journal_rows(hub.node_id)
+        emit({"event": "journal", "node_id": hub.node_id, "rows": rows})
     return 0
 
 
@@ -552,6 +575,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", type=int, default=3)
     p.add_argument("--drain-timeout", type=float, default=60.0)
     p.add_argument("--log-level", default="warning")
+    p.add_argument(
+        "--migration",
+        choices=("default", "hot"),
+        default="default",
+        help="hot: Hub(migration=HotSwap()) (state handover); default: the hub's default",
+    )
+    p.add_argument(
+        "--profile-from-start",
+        metavar="PATH",
+        default=None,
+        help="cProfile this process from before the hub starts (as profile_start)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
