@@ -600,6 +600,7 @@ class Reconciler:
             return
         value = self._owner_value(lease, OwnerState.STARTING)
         keys = self.keys
+        handover, replicated = self.migration.handover, self.replicated
         entries: list[SpecEntry] = []
         futures = []
         for child_id in child_ids:
@@ -609,18 +610,17 @@ class Reconciler:
             owner_key = keys.owner(child_id)
             # The same round trip reads the state the child may start from: handed over by
             # its previous owner, or checkpointed.
+            success = [op_put(owner_key, value, lease), op_get(keys.checkpoint(child_id))]
+            if handover:  # only hot swap ever writes handover keys
+                success.append(op_get(keys.handover(child_id)))
+            if replicated:  # promotion of a replica: its standby key goes in the same txn
+                success.append(op_delete(keys.replica(child_id, self.node_id)))
             op = op_txn(
                 [
                     cmp_create(owner_key, "=", 0),
                     cmp_create(keys.spec(child_id), "=", entry.create_revision),
                 ],
-                [
-                    op_put(owner_key, value, lease),
-                    op_get(keys.handover(child_id)),
-                    op_get(keys.checkpoint(child_id)),
-                    # promotion of a replica: its standby key goes in the same txn
-                    op_delete(keys.replica(child_id, self.node_id)),
-                ],
+                success,
             )
             entries.append(entry)
             futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 5 + len(value)))
@@ -655,9 +655,8 @@ class Reconciler:
     def _incoming_state(self, child_id: str, responses: tuple[Any, ...]) -> tuple[Any, str | None]:
         """The fresher of handed-over and checkpointed state (by the writer's token)."""
         best: tuple[int, int, Any, str] | None = None
-        for rank, (source, kvs) in enumerate(
-            (("checkpoint", responses[2]), ("handover", responses[1]))
-        ):
+        handed = responses[2] if self.migration.handover else ()
+        for rank, (source, kvs) in enumerate((("checkpoint", responses[1]), ("handover", handed))):
             if not kvs:
                 continue
             kv = kvs[0]
