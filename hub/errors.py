@@ -21,7 +21,23 @@
     ├── WorkerError                     a worker failed
     │   ├── WorkerStartFailed           its target could not be resolved or it raised at once
     │   └── WorkerCrashed               it exited abnormally (``exit_code`` for commands)
-    └── PartitionedError                the node is fenced off and refuses starts
+    ├── PartitionedError                the node is fenced off and refuses starts
+    └── CallError                       a call/cast to a child failed (.child_id, .node_id)
+        ├── ChildNotFound               no such child in the cluster
+        ├── ChildNotRunning             the child has no running instance (yet) there
+        ├── ChildMoved                  the node no longer runs it (callers retry elsewhere)
+        ├── StaleHandle                 the handle names an older owner than the current one
+        ├── NotCallable                 the worker has no handle_call / handle_cast
+        ├── HandlerError                the handler raised (.remote_type, .remote_message)
+        ├── MailboxFull                 the child's mailbox is full (casts)
+        ├── PayloadTooLarge             a message exceeds the size limit (.size, .limit)
+        ├── NotSerializable             a message cannot be encoded by the codec
+        ├── BadPayload                  a message could not be decoded
+        ├── NodeUnreachable             the node running the child did not answer
+        │   └── WrongHub                the address now belongs to another hub's node
+        ├── NodeInternalError           the node failed on its side; outcome unknown
+        ├── RpcAuthError                the node refused our token or certificate
+        └── CallTimeout                 no reply within the caller's timeout (a TimeoutError)
 
 Misuse stays outside the tree, so ``except HubError`` never hides a bug:
 ``InvalidSpec(ValueError)`` (and ``InvalidChildId``), ``ConfigError(ValueError)``,
@@ -134,6 +150,100 @@ class TargetNotAllowed(StartError):
 
 class PartitionedError(StartError):
     """Raised when the node is fenced off from etcd (no valid lease) and refuses starts."""
+
+
+class CallError(HubError):
+    """Base of call/cast failures; ``child_id`` and ``node_id`` say where it failed."""
+
+    def __init__(self, child_id: str, node_id: str | None = None, reason: str = "") -> None:
+        where = f" on {node_id!r}" if node_id else ""
+        super().__init__(f"child {child_id!r}{where}: {reason or type(self).__name__}")
+        self.child_id = child_id
+        self.node_id = node_id
+        self.reason = reason
+
+
+class ChildNotFound(CallError):
+    """Raised when no child with that id exists in the cluster."""
+
+
+class ChildNotRunning(CallError):
+    """Raised when the child has no running instance to deliver to (yet)."""
+
+
+class ChildMoved(CallError):
+    """Raised when the addressed node no longer owns the child; callers retry elsewhere."""
+
+
+class StaleHandle(CallError):
+    """Raised when a handle's fencing token is not the current owner's: never delivered."""
+
+    def __init__(
+        self, child_id: str, node_id: str | None, token: int, current: int | None = None
+    ) -> None:
+        super().__init__(
+            child_id, node_id, f"handle token {token} is stale (current owner: {current})"
+        )
+        self.token = token
+        self.current = current
+
+
+class NotCallable(CallError):
+    """Raised when the worker defines no ``handle_call`` (or ``handle_cast``)."""
+
+
+class HandlerError(CallError):
+    """Raised when the remote handler raised; carries its type and message, not the object."""
+
+    def __init__(
+        self, child_id: str, node_id: str | None, remote_type: str, remote_message: str
+    ) -> None:
+        super().__init__(child_id, node_id, f"{remote_type}: {remote_message}")
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+
+
+class MailboxFull(CallError):
+    """Raised when a cast finds the child's bounded mailbox full."""
+
+
+class PayloadTooLarge(CallError):
+    """Raised when a message (or reply) exceeds the configured size limit."""
+
+    def __init__(
+        self, child_id: str, node_id: str | None = None, size: int = 0, limit: int = 0
+    ) -> None:
+        super().__init__(child_id, node_id, f"payload of {size} bytes exceeds {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class NotSerializable(CallError):
+    """Raised when a message or reply cannot be encoded by the payload codec."""
+
+
+class BadPayload(CallError):
+    """Raised when a message or reply cannot be decoded."""
+
+
+class NodeUnreachable(CallError):
+    """Raised when the node running the child does not answer."""
+
+
+class WrongHub(NodeUnreachable):
+    """Raised when the address answered for another hub (a stale address): not delivered."""
+
+
+class NodeInternalError(CallError):
+    """Raised when the node failed while handling the request (a bug there); outcome unknown."""
+
+
+class RpcAuthError(CallError):
+    """Raised when a node refuses our token or TLS identity."""
+
+
+class CallTimeout(CallError, TimeoutError):
+    """Raised when no reply arrived within the caller's timeout."""
 
 
 class WorkerError(HubError):

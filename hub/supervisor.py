@@ -62,12 +62,17 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol
 
 from hub.errors import (
+    ChildNotRunning,
     ConfigError,
     HubClosed,
+    NotCallable,
+    StaleHandle,
     TargetNotAllowed,
     WorkerCrashed,
     WorkerStartFailed,
 )
+from hub.mailbox import DEFAULT_CAPACITY as DEFAULT_MAILBOX_CAPACITY
+from hub.mailbox import Mailbox
 from hub.model import ChildSpec, RestartPolicy
 from hub.worker import (
     AllowList,
@@ -181,6 +186,9 @@ class _Child:
     #: the current instance object of a class target (for handover_state)
     instance: object | None = None
     role: str = "active"
+    #: messages for the current instance (class targets with handle_call/handle_cast)
+    mailbox: Mailbox | None = None
+    consumer: asyncio.Task[None] | None = None
 
 
 async def _guard(run: WorkerFn, ctx: Context) -> Exception | None:
@@ -272,6 +280,7 @@ class Supervisor:
         backoff_max: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         checkpointer: Callable[[str, int, Any], Awaitable[None]] | None = None,
+        mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
     ) -> None:
         if not stop_timeout > 0:
             raise ConfigError(f"stop_timeout must be > 0, got {stop_timeout!r}")
@@ -293,6 +302,7 @@ class Supervisor:
         self._task_group: asyncio.TaskGroup | None = None
         self._active = False
         self._checkpointer = checkpointer
+        self._mailbox_capacity = mailbox_capacity
 
     # -- running -------------------------------------------------------------------------
 
@@ -446,6 +456,41 @@ class Supervisor:
     def is_running(self, child_id: str) -> bool:
         """True while ``child_id`` has a live task here (also during restart backoff)."""
         return child_id in self._children
+
+    def mailbox(self, child_id: str, fencing_token: int | None = None) -> Mailbox:
+        """The mailbox of a local child's running instance, its consumer started.
+
+        Raises:
+            ChildNotRunning: no instance of the child runs here (or it is restarting).
+            StaleHandle: ``fencing_token`` names another owner than the running one.
+            NotCallable: the worker defines neither handle_call nor handle_cast.
+        """
+        child = self._children.get(child_id)
+        if child is None or child.stop_requested:
+            raise ChildNotRunning(child_id, self._node_id)
+        if fencing_token and fencing_token != child.fencing_token:
+            raise StaleHandle(child_id, self._node_id, fencing_token, child.fencing_token)
+        mailbox = child.mailbox
+        if mailbox is None:
+            if child.instance is not None and not Mailbox.accepts(child.instance):
+                raise NotCallable(
+                    child_id, self._node_id, "the worker defines no handle_call/handle_cast"
+                )
+            raise ChildNotRunning(child_id, self._node_id)
+        if child.consumer is None:
+            group = self._task_group
+            if group is None:
+                raise ChildNotRunning(child_id, self._node_id)
+            child.consumer = group.create_task(mailbox.run(), name=f"hub.mailbox:{child_id}")
+        return mailbox
+
+    def _close_mailbox(self, child: _Child) -> None:
+        mailbox, consumer = child.mailbox, child.consumer
+        child.mailbox, child.consumer = None, None
+        if mailbox is not None:
+            mailbox.close()
+        if consumer is not None:
+            consumer.cancel()
 
     def role(self, child_id: str) -> str | None:
         """The role of a local child's instance, or None if it is not running here."""
@@ -606,6 +651,15 @@ class Supervisor:
         except TargetNotAllowed as exc:
             return self._start_failed(child, str(exc))
         child.instance = getattr(run, "__self__", None)
+        if child.instance is not None and Mailbox.accepts(child.instance):
+            child.mailbox = Mailbox(spec.id, self._node_id, child.instance, self._mailbox_capacity)
+        try:
+            return await self._run_started_instance(child, run, restarts)
+        finally:
+            self._close_mailbox(child)
+
+    async def _run_started_instance(self, child: _Child, run: WorkerFn, restarts: int) -> _Outcome:
+        spec = child.spec
         state = child.state
         alter = getattr(child.instance, "alter_handover_state", None)
         if state is not None and child.state_source == "handover" and callable(alter):
