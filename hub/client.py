@@ -20,11 +20,19 @@ from typing import Any, Literal, overload
 
 from hub.batcher import DEFAULT_MAX_BYTES, TxnBatcher
 from hub.codec import decode_spec, encode_leave, encode_spec
+from hub.codec_payload import decode_payload, encode_payload
 from hub.config import HubConfig, make_config
 from hub.errors import (
     AlreadyStarted,
+    CallTimeout,
+    ChildMoved,
+    ChildNotFound,
+    ChildNotRunning,
     HubClosed,
     InvalidSpec,
+    NodeUnreachable,
+    PayloadTooLarge,
+    StaleHandle,
     StoreError,
     UnknownChild,
     UnknownNode,
@@ -44,6 +52,14 @@ from hub.model import (
 )
 from hub.reconciler import place
 from hub.registry import Registry
+from hub.rpc import (
+    CallReplyData,
+    CallRequestData,
+    CastRequestData,
+    RpcClient,
+    RpcConfig,
+    raise_for_reply,
+)
 from hub.store import MAX_TXN_OPS, Store, cmp_create, cmp_mod, op_delete, op_put, op_txn
 from hub.worker import AllowList, validate_target
 from strategies.base import Placer
@@ -81,6 +97,7 @@ class HubClient:
             stall_timeout=max(3.0, cfg.lease_ttl / 2),
         )
         self.batcher = TxnBatcher(self.store)
+        self.rpc_client = RpcClient(cfg.rpc if cfg.rpc is not None else RpcConfig())
         self._placer: Placer = cfg.distribution.placer({})
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -146,6 +163,7 @@ class HubClient:
             await self._cancel(name)
         await tg.__aexit__(None, None, None)
         self._tasks.clear()
+        await self.rpc_client.close()
         await self.store.close()
 
     def _spawn(self, name: str, coro: Any) -> None:
@@ -540,6 +558,133 @@ class HubClient:
                 fut.cancel()
                 errors.append(ChildFailure(child_id, node, "timeout"))
         return StopResult(stopped=tuple(stopped), errors=tuple(errors))
+
+    # -- talking to children -------------------------------------------------------------
+
+    async def call(
+        self,
+        target: str | ChildHandle,
+        message: Any,
+        *,
+        timeout: float = 5.0,
+        idempotency_key: str = "",
+    ) -> Any:
+        """Send ``message`` to a child's ``handle_call`` and return its reply.
+
+        ``target`` is a child id (whoever runs it now; under replication, the active
+        replica) or a :class:`ChildHandle` (that incarnation only: a call to a stale handle
+        fails with :class:`StaleHandle` and never reaches the new instance). A call in
+        flight during a migration or failover follows the child: a node that no longer runs
+        it answers "moved" (the message was not delivered) and the call is retried against
+        the new owner within ``timeout``. Delivery is **at most once**: a message is never
+        handled twice by this library; pass ``idempotency_key`` for your own dedupe when
+        you retry after a timeout.
+
+        Raises:
+            ChildNotFound, StaleHandle, NotCallable, HandlerError, MailboxFull,
+            PayloadTooLarge, NotSerializable, RpcAuthError, CallTimeout (no reply in time).
+        """
+        return await self._send("call", target, message, timeout, idempotency_key)
+
+    async def cast(self, target: str | ChildHandle, message: Any, *, timeout: float = 5.0) -> None:
+        """Queue ``message`` for a child's ``handle_cast``; returns once it is enqueued.
+
+        Raises the same errors as :meth:`call` (``MailboxFull`` when the mailbox is full).
+        """
+        await self._send("cast", target, message, timeout, "")
+
+    async def _send(
+        self, kind: str, target: str | ChildHandle, message: Any, timeout: float, key: str
+    ) -> Any:
+        self._require_alive()
+        if isinstance(target, ChildHandle):
+            child_id, token = target.child_id, target.fencing_token
+        else:
+            child_id, token = validate_child_id(target), 0
+        payload, codec = encode_payload(message, child_id=child_id)
+        limit = (self.config.rpc or RpcConfig()).max_message_bytes
+        if len(payload) > limit:
+            raise PayloadTooLarge(child_id, None, len(payload), limit)
+        registry = self.registry
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise CallTimeout(child_id, None, f"no reply within {timeout}s")
+            handle = registry.handles.get(child_id)
+            if handle is None or not handle.is_running:
+                if child_id not in registry.specs and handle is None:
+                    raise ChildNotFound(child_id)
+                await self._wait_for_owner(child_id, left)
+                continue
+            if token and handle.fencing_token != token:
+                raise StaleHandle(child_id, handle.node_id, token, handle.fencing_token)
+            try:
+                reply = await self._deliver(kind, handle, payload, codec, token, key, left)
+            except (ChildMoved, ChildNotRunning, NodeUnreachable) as exc:
+                # Not delivered: wait for the registry to show the new owner, then retry.
+                log.debug("call to %r not delivered (%s); retrying", child_id, exc)
+                await self._wait_for_owner(child_id, min(0.05, max(0.0, left)), moved=handle)
+                continue
+            if kind == "cast":
+                return None
+            return decode_payload(reply.payload, reply.codec, child_id=child_id)
+
+    async def _wait_for_owner(
+        self, child_id: str, timeout: float, moved: ChildHandle | None = None
+    ) -> None:
+        """Wait until the registry shows a running owner (other than ``moved``)."""
+        registry = self.registry
+
+        def ready() -> bool:
+            handle = registry.handles.get(child_id)
+            return handle is not None and handle.is_running and handle != moved
+
+        fut = registry.watch_child(child_id, ready)
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await fut
+        except TimeoutError:
+            fut.cancel()
+
+    async def _deliver(
+        self,
+        kind: str,
+        handle: ChildHandle,
+        payload: bytes,
+        codec: str,
+        token: int,
+        key: str,
+        timeout: float,
+    ) -> CallReplyData:
+        """Deliver to the node that runs ``handle`` (over RPC; a Hub shortcuts local ones)."""
+        entry = self.registry.nodes.get(handle.node_id)
+        if entry is None or not entry.info.address:
+            raise NodeUnreachable(handle.child_id, handle.node_id, "no RPC address published")
+        address = entry.info.address
+        if kind == "call":
+            request = CallRequestData(
+                hub_id=self.hub_id,
+                child_id=handle.child_id,
+                payload=payload,
+                codec=codec,
+                fencing_token=token or handle.fencing_token,
+                idempotency_key=key,
+            )
+            reply = await self.rpc_client.call(address, request, timeout, node_id=handle.node_id)
+            raise_for_reply(reply, request)
+            return reply
+        cast = CastRequestData(
+            hub_id=self.hub_id,
+            child_id=handle.child_id,
+            payload=payload,
+            codec=codec,
+            fencing_token=token or handle.fencing_token,
+        )
+        reply = await self.rpc_client.cast(address, cast, timeout, node_id=handle.node_id)
+        raise_for_reply(reply, cast)
+        return reply
 
     # -- operator moves -------------------------------------------------------------------
 

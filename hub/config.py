@@ -12,6 +12,7 @@ from typing import Any
 from hub.errors import ConfigError, InvalidSpec
 from hub.keys import DEFAULT_PREFIX
 from hub.model import ChildSpec, validate_name
+from hub.rpc import RpcConfig
 from hub.store import EtcdConfig, TlsConfig
 from strategies.base import DistributionStrategy, PartitionStrategy
 from strategies.distribution import ConsistentHashing
@@ -50,6 +51,8 @@ class HubConfig:
     weight: int = 1
     capacity: int = 0
     load_interval: float = 5.0
+    rpc: RpcConfig | None = field(default_factory=RpcConfig)
+    mailbox_capacity: int = 1000
     labels: Mapping[str, str] = field(default_factory=dict)
     address: str = ""
     drain_timeout: float = 30.0

@@ -19,12 +19,21 @@ import logging
 from typing import Any
 
 from hub.client import HubClient
-from hub.errors import ConfigError, HubClosed, PartitionedError, StoreError
+from hub.codec_payload import decode_payload, encode_payload
+from hub.errors import (
+    ChildMoved,
+    ConfigError,
+    HubClosed,
+    PartitionedError,
+    StaleHandle,
+    StoreError,
+)
 from hub.hooks import ChildRestarted, ChildStarted, Hooks, HubStopping, PartitionChanged
 from hub.membership import Membership
-from hub.model import NodeState
+from hub.model import ChildHandle, NodeState
 from hub.quorum import QuorumGate
 from hub.reconciler import Reconciler
+from hub.rpc import CallReplyData, CallRequestData, CastRequestData, ReplyStatus, RpcServer
 from hub.session import Session
 from hub.supervisor import Supervisor, WorkerExit
 from strategies.base import Guarantee
@@ -60,6 +69,9 @@ class Hub(HubClient):
         except ValueError as exc:
             raise ConfigError(f"hooks: {exc}") from None
         self.registry.hooks = self.hooks
+        self.rpc_server = (
+            RpcServer(cfg.rpc, self, cfg.hub_id, node_id=cfg.node_id) if cfg.rpc else None
+        )
         self.quorum = QuorumGate(
             store=self.store,
             keys=self.keys,
@@ -78,6 +90,7 @@ class Hub(HubClient):
             allow=self.allow,
             stop_timeout=cfg.worker_stop_timeout,
             checkpointer=self._checkpoint,
+            mailbox_capacity=cfg.mailbox_capacity,
         )
         self.membership = Membership(
             self.store,
@@ -142,6 +155,10 @@ class Hub(HubClient):
                 self._spawn("hooks", self.hooks.run(ready=hooks_ready))
                 await hooks_ready.wait()
                 await self.store.connect()
+                if self.rpc_server is not None:
+                    address = await self.rpc_server.start()
+                    if not self.config.address:
+                        self.membership.address = address  # advertised in the node record
                 await self._first_lease()
                 self._spawn("session", self.session.run())
                 self._spawn("informer", self.informer.run())
@@ -222,6 +239,8 @@ class Hub(HubClient):
             except TimeoutError:
                 pass
             await self._cancel("hooks")
+            if self.rpc_server is not None:
+                await self.rpc_server.stop(grace=0.5)
             await tg.__aexit__(None, None, None)
             self._tasks.clear()
             await self.store.close()
@@ -262,6 +281,66 @@ class Hub(HubClient):
 
     async def _checkpoint(self, child_id: str, token: int, state: Any) -> None:
         await self.reconciler.checkpoint(child_id, token, state)
+
+    # -- messages: local delivery and the RPC dispatcher ------------------------------------
+
+    async def _deliver(
+        self,
+        kind: str,
+        handle: ChildHandle,
+        payload: bytes,
+        codec: str,
+        token: int,
+        key: str,
+        timeout: float,
+    ) -> CallReplyData:
+        if handle.node_id != self.node_id or handle.incarnation != self.session.lease_id:
+            return await super()._deliver(kind, handle, payload, codec, token, key, timeout)
+        # Local child: no network, same semantics (and the same codec round trip).
+        return await self._local(
+            kind, handle.child_id, token or handle.fencing_token, payload, codec, timeout
+        )
+
+    async def _local(
+        self, kind: str, child_id: str, token: int, payload: bytes, codec: str, timeout: float
+    ) -> CallReplyData:
+        owned = self.reconciler.owned.get(child_id)
+        if owned is None:
+            raise ChildMoved(child_id, self.node_id, "this node does not own the child")
+        if token and token != owned:
+            raise StaleHandle(child_id, self.node_id, token, owned)
+        mailbox = self.supervisor.mailbox(child_id, owned)
+        message = decode_payload(payload, codec, child_id=child_id)
+        if kind == "cast":
+            mailbox.cast(message)
+            return CallReplyData(status=ReplyStatus.OK, node_id=self.node_id, fencing_token=owned)
+        result = await mailbox.call(message, timeout)
+        data, reply_codec = encode_payload(result, child_id=child_id)
+        return CallReplyData(
+            status=ReplyStatus.OK,
+            payload=data,
+            codec=reply_codec,
+            node_id=self.node_id,
+            fencing_token=owned,
+        )
+
+    async def dispatch_call(self, request: CallRequestData) -> CallReplyData:
+        """RPC server side of :meth:`call`: deliver to the local instance."""
+        timeout = self.config.rpc.call_timeout if self.config.rpc else 5.0
+        return await self._local(
+            "call",
+            request.child_id,
+            request.fencing_token,
+            request.payload,
+            request.codec,
+            timeout,
+        )
+
+    async def dispatch_cast(self, request: CastRequestData) -> CallReplyData:
+        """RPC server side of :meth:`cast`."""
+        return await self._local(
+            "cast", request.child_id, request.fencing_token, request.payload, request.codec, 0
+        )
 
     # -- lease and registry callbacks ----------------------------------------------------
 

@@ -452,9 +452,26 @@ class LocalEtcd:
         self._forget_process()
 
     def pause(self) -> None:
-        """Freeze etcd with SIGSTOP: connections stay open but nothing answers."""
+        """Freeze etcd with SIGSTOP: connections stay open but nothing answers.
+
+        Returns once the kernel reports the process stopped (a signal is delivered
+        asynchronously; a request already being served could otherwise still be answered).
+        """
         self._require_running()
         self._signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and self._proc_state() not in ("T", "t", None):
+            time.sleep(0.005)
+
+    def _proc_state(self) -> str | None:
+        """The process state letter from /proc (``T`` = stopped), None if unknown."""
+        if self.pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return None
 
     def resume(self) -> None:
         """Unfreeze etcd after :meth:`pause` (SIGCONT)."""

@@ -92,3 +92,18 @@ class CrashOnce:
             CrashOnce.crashed.add(key)
             raise RuntimeError("crash once")
         await asyncio.Event().wait()
+
+
+class Echo(Counter):
+    """Answers calls in order; counts casts (a message-driven worker)."""
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "boom":
+            raise ValueError("handler exploded")
+        if message == "count":
+            return self.count
+        assert self.ctx is not None
+        return {"echo": message, "node": self.ctx.node_id, "token": self.ctx.fencing_token}
+
+    async def handle_cast(self, message: Any) -> None:
+        self.count += int(message)
