@@ -122,6 +122,26 @@ def _node_parser(sub: Any) -> None:
         help="cold: restart moved children from their spec; hot: hand their state over",
     )
     p.add_argument(
+        "--rpc-bind",
+        default=_env("RPC_BIND", "127.0.0.1:0"),
+        help="node RPC listen address host:port (Kubernetes: 0.0.0.0:7070)",
+    )
+    p.add_argument(
+        "--rpc-advertise",
+        default=_env("RPC_ADVERTISE"),
+        help="address other nodes use to reach this one (Kubernetes: $(POD_IP):7070)",
+    )
+    p.add_argument(
+        "--rpc-token-env",
+        default="PROCESSHUB_RPC_TOKEN",
+        help="environment variable holding the shared token required on every node RPC",
+    )
+    p.add_argument("--rpc-cert", default=_env("RPC_CERT"), help="node RPC TLS certificate")
+    p.add_argument("--rpc-key", default=_env("RPC_KEY"), help="node RPC TLS private key")
+    p.add_argument(
+        "--rpc-ca", default=_env("RPC_CA"), help="CA that signs node certificates (mutual TLS)"
+    )
+    p.add_argument(
         "--replicas",
         default=_env("REPLICAS", "1"),
         help="instances per child: a number, or 'cluster' for one per node",
@@ -159,11 +179,31 @@ def _cmd_node(args: argparse.Namespace) -> int:
         "migration": HotSwap() if args.migration == "hot" else ColdSwap(),
         "partition": Availability() if args.partition == "availability" else Strict(),
         "redundancy": _redundancy(args.replicas, args.replica_mode),
+        "rpc": _rpc_config(args),
         **_etcd_kwargs(args),
     }
     if args.node_id:
         options["node_id"] = args.node_id
     return asyncio.run(_run_node(args.hub, options))
+
+
+def _rpc_config(args: argparse.Namespace) -> Any:
+    from hub.rpc import RpcConfig, ServerTls
+    from hub.store import TlsConfig
+
+    tls = client_tls = None
+    if args.rpc_cert or args.rpc_key:
+        if not (args.rpc_cert and args.rpc_key):
+            raise ConfigError("--rpc-cert and --rpc-key go together")
+        tls = ServerTls(args.rpc_cert, args.rpc_key, args.rpc_ca)
+        client_tls = TlsConfig(args.rpc_ca, args.rpc_cert, args.rpc_key)
+    return RpcConfig(
+        bind=args.rpc_bind,
+        advertise=args.rpc_advertise,
+        tls=tls,
+        client_tls=client_tls,
+        token=os.environ.get(args.rpc_token_env) or None,
+    )
 
 
 def _redundancy(replicas: str, mode: str) -> Singularity | Replication:

@@ -24,6 +24,7 @@ from hub.codec_payload import decode_payload, encode_payload
 from hub.config import HubConfig, make_config
 from hub.errors import (
     AlreadyStarted,
+    CallError,
     CallTimeout,
     ChildMoved,
     ChildNotFound,
@@ -568,8 +569,12 @@ class HubClient:
         *,
         timeout: float = 5.0,
         idempotency_key: str = "",
+        all_replicas: bool = False,
     ) -> Any:
         """Send ``message`` to a child's ``handle_call`` and return its reply.
+
+        With ``all_replicas`` (replication), every running instance gets the call and the
+        result is ``{node_id: reply or the CallError it raised}``.
 
         ``target`` is a child id (whoever runs it now; under replication, the active
         replica) or a :class:`ChildHandle` (that incarnation only: a call to a stale handle
@@ -584,7 +589,33 @@ class HubClient:
             ChildNotFound, StaleHandle, NotCallable, HandlerError, MailboxFull,
             PayloadTooLarge, NotSerializable, RpcAuthError, CallTimeout (no reply in time).
         """
+        if all_replicas:
+            return await self._call_all(target, message, timeout, idempotency_key)
         return await self._send("call", target, message, timeout, idempotency_key)
+
+    async def _call_all(
+        self, target: str | ChildHandle, message: Any, timeout: float, key: str
+    ) -> dict[str, Any]:
+        self._require_alive()
+        child_id = target.child_id if isinstance(target, ChildHandle) else target
+        instances = self.registry.instances(validate_child_id(child_id))
+        if not instances:
+            if child_id not in self.registry.specs:
+                raise ChildNotFound(child_id)
+            raise ChildNotRunning(child_id, None, "no running instance")
+        payload, codec = encode_payload(message, child_id=child_id)
+
+        async def one(handle: ChildHandle) -> Any:
+            try:
+                reply = await self._deliver(
+                    "call", handle, payload, codec, 0, key, timeout, replica=True
+                )
+            except CallError as exc:
+                return exc
+            return decode_payload(reply.payload, reply.codec, child_id=child_id)
+
+        results = await asyncio.gather(*(one(h) for h in instances.values()))
+        return dict(zip(instances, results, strict=True))
 
     async def cast(self, target: str | ChildHandle, message: Any, *, timeout: float = 5.0) -> None:
         """Queue ``message`` for a child's ``handle_cast``; returns once it is enqueued.
@@ -608,10 +639,12 @@ class HubClient:
         registry = self.registry
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        last: CallError | None = None
         while True:
             left = deadline - loop.time()
             if left <= 0:
-                raise CallTimeout(child_id, None, f"no reply within {timeout}s")
+                detail = f"; last attempt: {last}" if last is not None else ""
+                raise CallTimeout(child_id, None, f"no reply within {timeout}s{detail}") from last
             handle = registry.handles.get(child_id)
             if handle is None or not handle.is_running:
                 if child_id not in registry.specs and handle is None:
@@ -625,6 +658,7 @@ class HubClient:
             except (ChildMoved, ChildNotRunning, NodeUnreachable) as exc:
                 # Not delivered: wait for the registry to show the new owner, then retry.
                 log.debug("call to %r not delivered (%s); retrying", child_id, exc)
+                last = exc
                 await self._wait_for_owner(child_id, min(0.05, max(0.0, left)), moved=handle)
                 continue
             if kind == "cast":
@@ -657,8 +691,12 @@ class HubClient:
         token: int,
         key: str,
         timeout: float,
+        replica: bool = False,
     ) -> CallReplyData:
-        """Deliver to the node that runs ``handle`` (over RPC; a Hub shortcuts local ones)."""
+        """Deliver to the node that runs ``handle`` (over RPC; a Hub shortcuts local ones).
+
+        ``replica``: deliver to whatever instance of the child runs there (all_replicas).
+        """
         entry = self.registry.nodes.get(handle.node_id)
         if entry is None or not entry.info.address:
             raise NodeUnreachable(handle.child_id, handle.node_id, "no RPC address published")
@@ -671,6 +709,7 @@ class HubClient:
                 codec=codec,
                 fencing_token=token or handle.fencing_token,
                 idempotency_key=key,
+                all_replicas=replica,
             )
             reply = await self.rpc_client.call(address, request, timeout, node_id=handle.node_id)
             raise_for_reply(reply, request)

@@ -22,6 +22,7 @@ from hub.client import HubClient
 from hub.codec_payload import decode_payload, encode_payload
 from hub.errors import (
     ChildMoved,
+    ChildNotRunning,
     ConfigError,
     HubClosed,
     PartitionedError,
@@ -293,23 +294,43 @@ class Hub(HubClient):
         token: int,
         key: str,
         timeout: float,
+        replica: bool = False,
     ) -> CallReplyData:
         if handle.node_id != self.node_id or handle.incarnation != self.session.lease_id:
-            return await super()._deliver(kind, handle, payload, codec, token, key, timeout)
+            return await super()._deliver(
+                kind, handle, payload, codec, token, key, timeout, replica
+            )
         # Local child: no network, same semantics (and the same codec round trip).
         return await self._local(
-            kind, handle.child_id, token or handle.fencing_token, payload, codec, timeout
+            kind,
+            handle.child_id,
+            token or handle.fencing_token,
+            payload,
+            codec,
+            timeout,
+            replica,
         )
 
     async def _local(
-        self, kind: str, child_id: str, token: int, payload: bytes, codec: str, timeout: float
+        self,
+        kind: str,
+        child_id: str,
+        token: int,
+        payload: bytes,
+        codec: str,
+        timeout: float,
+        replica: bool = False,
     ) -> CallReplyData:
         owned = self.reconciler.owned.get(child_id)
-        if owned is None:
+        if replica and owned is None:
+            owned = 0  # a replica instance (all_replicas): no owner token to check
+            if not self.supervisor.is_running(child_id):
+                raise ChildNotRunning(child_id, self.node_id)
+        elif owned is None:
             raise ChildMoved(child_id, self.node_id, "this node does not own the child")
-        if token and token != owned:
+        if token and owned and token != owned:
             raise StaleHandle(child_id, self.node_id, token, owned)
-        mailbox = self.supervisor.mailbox(child_id, owned)
+        mailbox = self.supervisor.mailbox(child_id, owned or None)
         message = decode_payload(payload, codec, child_id=child_id)
         if kind == "cast":
             mailbox.cast(message)
@@ -334,6 +355,7 @@ class Hub(HubClient):
             request.payload,
             request.codec,
             timeout,
+            request.all_replicas,
         )
 
     async def dispatch_cast(self, request: CastRequestData) -> CallReplyData:

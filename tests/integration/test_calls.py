@@ -166,3 +166,25 @@ async def test_a_token_protects_node_rpc(etcd_endpoint: str, hub_prefix: str) ->
             "ca", endpoints=[etcd_endpoint], prefix=hub_prefix, rpc=secured
         ) as friend:
             assert (await friend.call("p", "x"))["echo"] == "x"
+
+
+async def test_calls_go_to_the_active_replica_or_to_all(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    from strategies.redundancy import Replication
+
+    state_workers.reset()
+    redundancy = Replication(2, mode="active_passive")
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(
+            make(etcd_endpoint, hub_prefix, "a", redundancy=redundancy)
+        )
+        await stack.enter_async_context(make(etcd_endpoint, hub_prefix, "b", redundancy=redundancy))
+        await start(a, ["r"])
+        await wait_until(lambda: len(a.get_pids("r")) == 2, 10)
+        active = a.active_replica("r")
+        assert active is not None
+        assert (await a.call("r", "x"))["node"] == active.node_id
+        replies = await a.call("r", "x", all_replicas=True)
+        assert set(replies) == {"a", "b"}
+        assert {r["node"] for r in replies.values()} == {"a", "b"}

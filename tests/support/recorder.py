@@ -97,3 +97,14 @@ class Stateful:
 
     def handover_state(self) -> int:
         return self.count
+
+
+class Echo(Recorded):
+    """Recorded, and answers calls with where it runs."""
+
+    async def run(self, ctx: Context) -> None:
+        self.ctx = ctx
+        await super().run(ctx)
+
+    async def handle_call(self, message: object) -> object:
+        return {"echo": message, "node": self.ctx.node_id, "token": self.ctx.fencing_token}
