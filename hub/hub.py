@@ -21,6 +21,7 @@ from typing import Any
 from hub.client import HubClient
 from hub.codec_payload import decode_payload, encode_payload
 from hub.errors import (
+    CallTimeout,
     ChildMoved,
     ChildNotRunning,
     ConfigError,
@@ -335,7 +336,10 @@ class Hub(HubClient):
         if kind == "cast":
             mailbox.cast(message)
             return CallReplyData(status=ReplyStatus.OK, node_id=self.node_id, fencing_token=owned)
-        result = await mailbox.call(message, timeout)
+        try:
+            result = await mailbox.call(message, timeout)
+        except TimeoutError:
+            raise CallTimeout(child_id, self.node_id, f"no reply within {timeout}s") from None
         data, reply_codec = encode_payload(result, child_id=child_id)
         return CallReplyData(
             status=ReplyStatus.OK,
