@@ -24,6 +24,17 @@ Commands:
 * ``seen {node}``: when member ``node`` last appeared in this node's registry (or null).
 * ``get_pid_bench {batch, repeat}``: per-call time of ``hub.get_pid`` over the local
   registry, in timeit batches; median, p99, min, plus the bare loop overhead.
+* ``call_bench {child_id, n, concurrency, warmup, kind, payload_bytes, call_timeout,
+  yield_each}``:
+  ``n`` calls (``kind`` "call") or casts ("cast") of ``hub.call``/``hub.cast`` to
+  ``child_id`` from this node, spread over ``concurrency`` concurrent callers, after
+  ``warmup`` untimed ones; the child runs here (local delivery) or on another node (RPC).
+  Per-call latency summary (median, p99... as one caller sees it), calls/s, this
+  process's CPU time per call, and failures by exception type (see :func:`load`).
+* ``echo_bench {mode, address, n, concurrency, warmup, payload_bytes}``: the same loop
+  against an echo server of ``bench/rpc_echo.py`` at ``address``: ``mode`` "grpc" (plain
+  ``grpc.aio`` unary echo, the ceiling) or "rpc" (``hub.rpc.RpcClient`` to an
+  ``RpcServer`` that echoes).
 * ``stats``: RSS (``/proc/self/status``), registry sizes, revision, local children, tasks,
   and ``informer_dropped``: watch events the informer discarded as already applied.
 * ``diagnose {limit}``: children not running, tallied by (state, node, ring placement).
@@ -34,9 +45,10 @@ Commands:
   :func:`bench.workers.journal_rows`): start and cancel times, state source, digests of the
   state received and held. A node that leaves prints the same rows as a ``journal`` event
   after ``stopped`` (when it ran any), so the driver gets them from a node that is gone.
-* ``profile_start {path, top, sort}`` / ``profile_stop``: cProfile this process; the stats
-  go to ``path`` and a text summary to ``path``.txt (also when the node leaves while
-  profiling).
+* ``profile_start {path, top, sort, clock}`` / ``profile_stop``: cProfile this process; the
+  stats go to ``path`` and a text summary to ``path``.txt (also when the node leaves while
+  profiling). ``clock`` "wall" (default) or "thread": the event-loop thread's CPU time
+  (``time.thread_time``), so time waiting for a core or in ``epoll`` counts as nothing.
 
 SIGTERM leaves gracefully (drain: children move first), like ``processhub node``; EOF on
 stdin (the driver went away) leaves without draining. Events ``draining`` and ``stopped``
@@ -63,7 +75,7 @@ import sys
 import time
 import timeit
 import tracemalloc
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from bench import workers
@@ -258,6 +270,74 @@ class DropCounter:
         return fresh
 
 
+async def load(
+    call: Callable[[], Awaitable[Any]], n: int, concurrency: int, yield_each: bool = False
+) -> dict[str, Any]:
+    """Await ``call()`` ``n`` times over ``concurrency`` concurrent callers; summarise.
+
+    Each caller takes the next call number from one shared counter, so the callers stay
+    busy until all ``n`` are done. A call that raises is counted by exception type, not
+    timed. With ``yield_each`` a caller yields to the loop after each call (outside the
+    timed part): a local cast never suspends, so without it one caller would fill the
+    mailbox before its consumer ever runs.
+    """
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    counter = iter(range(n))
+    perf = time.perf_counter
+
+    async def caller() -> None:
+        for _ in counter:
+            began = perf()
+            try:
+                await call()
+            except Exception as exc:
+                name = type(exc).__name__
+                errors[name] = errors.get(name, 0) + 1
+            else:
+                latencies.append(perf() - began)
+            if yield_each:
+                await asyncio.sleep(0)
+
+    cpu = time.process_time()
+    began = perf()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(concurrency):
+            tg.create_task(caller())
+    wall = perf() - began
+    cpu = time.process_time() - cpu
+    return {**summarise(latencies, wall), "errors": errors, "cpu_s": cpu, "n": n}
+
+
+def summarise(latencies: list[float], wall: float) -> dict[str, Any]:
+    """Latency percentiles (microseconds), calls/s and wall time of one load."""
+    ordered = sorted(latencies)
+    count = len(ordered)
+    if not count:
+        return {"ok": 0, "wall_s": wall}
+
+    def pct(p: float) -> float:
+        return ordered[min(count - 1, int(count * p))] * 1e6
+
+    return {
+        "ok": count,
+        "wall_s": wall,
+        "calls_per_s": count / wall,
+        "median_us": statistics.median(ordered) * 1e6,
+        "mean_us": statistics.fmean(ordered) * 1e6,
+        "p90_us": pct(0.90),
+        "p99_us": pct(0.99),
+        "p999_us": pct(0.999),
+        "min_us": ordered[0] * 1e6,
+        "max_us": ordered[-1] * 1e6,
+    }
+
+
+def echo_message(payload_bytes: int) -> dict[str, str]:
+    """A message whose compact JSON is ``payload_bytes`` long (at least 24)."""
+    return {"op": "echo", "data": "x" * max(0, payload_bytes - 24)}
+
+
 class Node:
     """The control channel of one benchmark node."""
 
@@ -377,6 +457,64 @@ class Node:
             "loop_overhead_us": statistics.median(loop_only) * 1e6,
         }
 
+    async def cmd_call_bench(self, rid: Any, req: dict[str, Any]) -> dict[str, Any]:
+        hub = self.hub
+        child_id = str(req["child_id"])
+        kind = str(req.get("kind", "call"))
+        timeout = float(req.get("call_timeout", 5.0))
+        message = echo_message(int(req.get("payload_bytes", 64)))
+        handle = hub.get_pid(child_id)
+        if handle is None:
+            return {"error": f"{child_id!r} is not in this node's registry"}
+        if kind == "call":
+
+            async def call() -> None:
+                reply = await hub.call(child_id, message, timeout=timeout)
+                if reply != message:
+                    raise AssertionError(f"bad echo: {reply!r}")
+
+        elif kind == "cast":
+
+            async def call() -> None:
+                await hub.cast(child_id, message, timeout=timeout)
+
+        else:
+            return {"error": f"unknown kind {kind!r}"}
+        concurrency = int(req.get("concurrency", 1))
+        yield_each = bool(req.get("yield_each", False))
+        warmup = int(req.get("warmup", 0))
+        if warmup:
+            await load(call, warmup, concurrency, yield_each)
+        result = await load(call, int(req["n"]), concurrency, yield_each)
+        return {
+            **result,
+            "kind": kind,
+            "concurrency": concurrency,
+            "child_node": handle.node_id,
+            "local": handle.node_id == hub.node_id,
+            "payload_bytes": len(json.dumps(message, separators=(",", ":"))),
+        }
+
+    async def cmd_echo_bench(self, rid: Any, req: dict[str, Any]) -> dict[str, Any]:
+        from bench import rpc_echo  # grpc client helpers, only needed here
+
+        mode = str(req["mode"])
+        payload = json.dumps(echo_message(int(req.get("payload_bytes", 64)))).encode()
+        make = {"grpc": rpc_echo._client_grpc, "rpc": rpc_echo._client_hub}[mode]
+        echo, close = await make(str(req["address"]), payload)
+
+        async def call() -> None:
+            await echo(0)
+
+        concurrency = int(req.get("concurrency", 1))
+        try:
+            if int(req.get("warmup", 0)):
+                await load(call, int(req["warmup"]), concurrency)
+            result = await load(call, int(req["n"]), concurrency)
+        finally:
+            await close()
+        return {**result, "mode": mode, "concurrency": concurrency, "payload_bytes": len(payload)}
+
     def _missing(self, wait: RunningWait, limit: int = 10) -> dict[str, Any]:
         """Why children do not count yet: a sample, and a tally by (state, node)."""
         reg = self.hub.registry
@@ -472,7 +610,10 @@ class Node:
         }
 
     async def cmd_profile_start(self, rid: Any, req: dict[str, Any]) -> dict[str, Any]:
-        self.profiler = cProfile.Profile()
+        clock = req.get("clock", "wall")
+        self.profiler = (
+            cProfile.Profile(time.thread_time) if clock == "thread" else cProfile.Profile()
+        )
         self.profile_req = req  # path/top/sort, also used if the node exits while profiling
         self.profiler.enable()
         return {"t": time.monotonic()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import platform
@@ -187,6 +188,8 @@ def _run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--serve", choices=["grpc", "hub"], help=argparse.SUPPRESS)
+    # With --serve: cProfile the server's event-loop thread (its CPU time) into this file.
+    p.add_argument("--profile", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--calls", type=int, default=20_000, help="calls per measured run")
     p.add_argument("--callers", type=int, default=64, help="concurrent callers")
     p.add_argument("--warmup", type=int, default=2_000)
@@ -195,7 +198,13 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rpc_echo.json")
     args = p.parse_args()
     if args.serve is not None:
+        profiler = cProfile.Profile(time.thread_time) if args.profile else None
+        if profiler is not None:
+            profiler.enable()
         asyncio.run(_serve_grpc() if args.serve == "grpc" else _serve_hub())
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(str(args.profile))
         return 0
     out: dict[str, Any] = {
         "python": platform.python_version(),

@@ -9,6 +9,10 @@ holds :data:`STATE_BYTES` random bytes and hands them over on migration
 when its ``run`` began and was cancelled (``time.monotonic()``, one clock for all
 processes on Linux), where its state came from, and the state it held, so the driver can
 compute each moved child's gap and check that the state arrived intact.
+
+``bench.workers:Echo`` (the call/cast benchmark, ``bench/calls.py``) is idle too, but
+answers every ``call`` with its message and counts ``cast``s, so the benchmark measures
+the message path (lookup, codec, RPC, mailbox), not the handler.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from hub.worker import Context
 IDLE = "bench.workers:idle"
 #: The start target of the hot-swap benchmark's children.
 STATEFUL = "bench.workers:Stateful"
+#: The start target of the call/cast benchmark's children.
+ECHO = "bench.workers:Echo"
 #: Bytes of state each stateful child holds.
 STATE_BYTES = 1024
 
@@ -32,6 +38,24 @@ STATE_BYTES = 1024
 async def idle(ctx: Context) -> None:
     """Wait forever; cancellation (a stop) ends it."""
     await asyncio.get_running_loop().create_future()
+
+
+class Echo:
+    """Replies to every call with the message itself; counts casts. Otherwise idle."""
+
+    __slots__ = ("casts",)
+
+    def __init__(self) -> None:
+        self.casts = 0
+
+    async def run(self, ctx: Context) -> None:
+        await asyncio.get_running_loop().create_future()
+
+    async def handle_call(self, message: Any) -> Any:
+        return message
+
+    async def handle_cast(self, message: Any) -> None:
+        self.casts += 1
 
 
 class Instance:
