@@ -122,6 +122,11 @@ def _node_parser(sub: Any) -> None:
         help="cold: restart moved children from their spec; hot: hand their state over",
     )
     p.add_argument(
+        "--http",
+        default=_env("HTTP"),
+        help="serve /healthz, /readyz, /metrics and /api on host:port (e.g. 0.0.0.0:9100)",
+    )
+    p.add_argument(
         "--rpc-bind",
         default=_env("RPC_BIND", "127.0.0.1:0"),
         help="node RPC listen address host:port (Kubernetes: 0.0.0.0:7070)",
@@ -180,6 +185,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
         "partition": Availability() if args.partition == "availability" else Strict(),
         "redundancy": _redundancy(args.replicas, args.replica_mode),
         "rpc": _rpc_config(args),
+        "http": args.http,
         **_etcd_kwargs(args),
     }
     if args.node_id:
@@ -227,7 +233,8 @@ async def _run_node(hub_id: str, options: dict[str, Any]) -> int:
         loop.add_signal_handler(sig, stop.set)
     hub = Hub(hub_id, **options)
     async with hub:
-        _emit("ready", hub_id=hub.hub_id, node_id=hub.node_id, pid=os.getpid())
+        http = hub.http_server.address if hub.http_server is not None else None
+        _emit("ready", hub_id=hub.hub_id, node_id=hub.node_id, pid=os.getpid(), http=http)
         await _first_of(stop, hub.left)  # SIGTERM, or an operator's drain request
         _emit("draining", node_id=hub.node_id, children=len(hub.reconciler.owned))
         started = time.monotonic()
@@ -293,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     _node_parser(sub)
     _etcd_parser(sub)
     _demo_parser(sub)
+    from hub import cli_ops  # operator verbs (imported late: cli_ops imports this module)
+
+    cli_ops.ls_parser(sub)
+    cli_ops.nodes_parser(sub)
+    cli_ops.inspect_parser(sub)
+    cli_ops.start_parser(sub)
+    cli_ops.stop_parser(sub)
+    cli_ops.move_parser(sub)
+    cli_ops.drain_parser(sub)
     return parser
 
 

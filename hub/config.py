@@ -52,6 +52,7 @@ class HubConfig:
     capacity: int = 0
     load_interval: float = 5.0
     rpc: RpcConfig | None = field(default_factory=RpcConfig)
+    http: str | None = None  # host:port for /healthz, /readyz, /metrics, /api (None: off)
     mailbox_capacity: int = 1000
     labels: Mapping[str, str] = field(default_factory=dict)
     address: str = ""

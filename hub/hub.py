@@ -31,6 +31,7 @@ from hub.errors import (
     StoreError,
 )
 from hub.hooks import ChildRestarted, ChildStarted, Hooks, HubStopping, PartitionChanged
+from hub.http import HttpServer, HubMetrics
 from hub.membership import Membership
 from hub.model import ChildHandle, NodeState
 from hub.quorum import QuorumGate
@@ -124,6 +125,11 @@ class Hub(HubClient):
         #: Set once this node drained and left because an operator asked (HubClient.drain).
         #: Embedders should then leave their ``async with Hub(...)`` block.
         self.left = asyncio.Event()
+        # Last: the metrics read every component above.
+        self.http_server: HttpServer | None = None
+        if cfg.http:
+            self.metrics = HubMetrics(self)
+            self.http_server = HttpServer(self, cfg.http, metrics=self.metrics)
 
     @property
     def incarnation(self) -> int:
@@ -156,6 +162,8 @@ class Hub(HubClient):
                 hooks_ready = asyncio.Event()
                 self._spawn("hooks", self.hooks.run(ready=hooks_ready))
                 await hooks_ready.wait()
+                if self.http_server is not None:  # /readyz answers 503 while starting
+                    await self.http_server.start()
                 await self.store.connect()
                 if self.rpc_server is not None:
                     address = await self.rpc_server.start()
@@ -243,6 +251,8 @@ class Hub(HubClient):
             await self._cancel("hooks")
             if self.rpc_server is not None:
                 await self.rpc_server.stop(grace=0.5)
+            if self.http_server is not None:
+                await self.http_server.stop()
             await tg.__aexit__(None, None, None)
             self._tasks.clear()
             await self.store.close()

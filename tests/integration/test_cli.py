@@ -95,3 +95,43 @@ async def test_node_exits_cleanly_when_an_operator_drains_it(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_node_serves_health_readiness_and_metrics(etcd_endpoint: str, hub_prefix: str) -> None:
+    import json
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "node",
+            "--hub",
+            "h",
+            "--endpoints",
+            etcd_endpoint,
+            "--prefix",
+            hub_prefix,
+            "--http",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        base = f"http://{ready['http']}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            names = {f.name for f in text_string_to_metric_families(resp.read().decode())}
+        assert "processhub_lease_time_left_seconds" in names
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

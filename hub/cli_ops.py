@@ -1,0 +1,502 @@
+"""Operator verbs of the ``processhub`` command: ``ls``, ``nodes``, ``inspect``, ``start``,
+``stop``, ``move`` and ``drain``.
+
+Each verb connects to etcd as a :class:`hub.client.HubClient`, does one job, prints the
+result (an aligned table, or one JSON document with ``--json``) and exits with a code
+scripts can rely on: 0 ok, 1 runtime failure (etcd unreachable, timeout), 2 usage or
+configuration error, 3 unknown child or node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
+
+from hub.cli import _add_etcd_options, _env, _etcd_kwargs
+from hub.client import HubClient
+from hub.errors import ConfigError, NotFound, StoreUnavailable, UnknownChild, UnknownNode
+from hub.model import ChildHandle, ChildSpec
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+# -- plumbing ----------------------------------------------------------------------------
+
+
+def _error(message: str) -> None:
+    print(f"processhub: error: {message}", file=sys.stderr)
+
+
+def _run(command: Command) -> Callable[[argparse.Namespace], int]:
+    """Run an async verb; map 'not found' to exit 3 and timeouts to exit 1 (one line)."""
+
+    def runner(args: argparse.Namespace) -> int:
+        if not args.debug and str(args.log_level).lower() == "warning":
+            # A one-shot command: etcd retry chatter would only bury the one-line error.
+            logging.getLogger("hub").setLevel(logging.ERROR)
+        try:
+            return asyncio.run(command(args))
+        except NotFound as exc:
+            if args.debug:
+                raise
+            _error(str(exc))
+            return EXIT_NOT_FOUND
+        except TimeoutError as exc:
+            if args.debug:
+                raise
+            _error(str(exc) or "timed out")
+            return EXIT_FAILURE
+
+    return runner
+
+
+def _common_options(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    p.add_argument("--hub", default=_env("HUB"), help="hub id (env PROCESSHUB_HUB)")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        help="give up if etcd does not answer within this many seconds (default 5)",
+    )
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_etcd_options(p)
+
+
+@contextlib.asynccontextmanager
+async def _connect(args: argparse.Namespace) -> AsyncIterator[HubClient]:
+    if not args.hub:
+        raise ConfigError("--hub (or PROCESSHUB_HUB) is required")
+    if not args.connect_timeout > 0:
+        raise ConfigError("--connect-timeout must be > 0")
+    client = HubClient(args.hub, startup_timeout=args.connect_timeout, **_etcd_kwargs(args))
+    try:
+        await client.start()
+    except TimeoutError:
+        raise StoreUnavailable(
+            f"etcd at {args.endpoints} did not answer within {args.connect_timeout:g}s"
+        ) from None
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    lines = [list(headers), *cells]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def _handle_json(handle: ChildHandle, now: float) -> dict[str, Any]:
+    return {
+        "child_id": handle.child_id,
+        "node_id": handle.node_id,
+        "incarnation": handle.incarnation,
+        "fencing_token": handle.fencing_token,
+        "state": str(handle.state),
+        "role": handle.role,
+        "started_at": handle.started_at,
+        "age": round(max(0.0, now - handle.started_at), 3) if handle.started_at else None,
+        "restarts": handle.restarts,
+        "last_exit": handle.last_exit,
+    }
+
+
+def _spec_json(spec: ChildSpec) -> dict[str, Any]:
+    return {
+        "id": spec.id,
+        "start": spec.start,
+        "args": spec.args,
+        "restart": str(spec.restart),
+        "max_restarts": spec.max_restarts,
+        "max_seconds": spec.max_seconds,
+        "metadata": dict(spec.metadata),
+        "nodes": list(spec.nodes),
+    }
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{what} is not valid JSON: {exc}") from None
+
+
+# -- ls ----------------------------------------------------------------------------------
+
+
+def ls_parser(sub: Any) -> None:
+    p = sub.add_parser("ls", help="list children")
+    p.add_argument("--node", help="only children on this node")
+    p.add_argument("--tag", help="only children with this tag")
+    p.add_argument("--state", help="only children in this state (pending = not placed yet)")
+    _common_options(p)
+    p.set_defaults(func=_run(_cmd_ls))
+
+
+async def _cmd_ls(args: argparse.Namespace) -> int:
+    async with _connect(args) as client:
+        now = time.time()
+        rows: list[dict[str, Any]] = []
+        for child_id, (spec, instances, _meta) in sorted(client.registry_dump().items()):
+            if args.tag is not None and spec.tag != args.tag:
+                continue
+            handles: list[ChildHandle | None] = [*instances.values()] or [None]
+            for handle in handles:
+                row = {
+                    "id": child_id,
+                    "node": handle.node_id if handle else None,
+                    "state": str(handle.state) if handle else "pending",
+                    "role": handle.role if handle else None,
+                    "token": handle.fencing_token if handle else None,
+                    "restarts": handle.restarts if handle else 0,
+                    "age": round(max(0.0, now - handle.started_at), 3)
+                    if handle and handle.started_at
+                    else None,
+                    "tag": spec.tag,
+                }
+                if args.node is not None and row["node"] != args.node:
+                    continue
+                if args.state is not None and row["state"] != args.state:
+                    continue
+                rows.append(row)
+        revision = client.revision
+    if args.json:
+        _print_json({"revision": revision, "children": rows})
+    else:
+        headers = ("ID", "NODE", "STATE", "TOKEN", "RESTARTS", "AGE(S)", "TAG")
+        keys = ("id", "node", "state", "token", "restarts", "age", "tag")
+        print(_table(headers, [[row[k] for k in keys] for row in rows]))
+    return EXIT_OK
+
+
+# -- nodes -------------------------------------------------------------------------------
+
+
+def nodes_parser(sub: Any) -> None:
+    p = sub.add_parser("nodes", help="list member nodes")
+    _common_options(p)
+    p.set_defaults(func=_run(_cmd_nodes))
+
+
+async def _cmd_nodes(args: argparse.Namespace) -> int:
+    async with _connect(args) as client:
+        counts: dict[str, int] = {}
+        for instances in client.process_list("global").values():
+            for node_id in instances:
+                counts[node_id] = counts.get(node_id, 0) + 1
+        rows: list[dict[str, Any]] = []
+        for node_id, entry in sorted(client.registry.nodes.items()):
+            info = entry.info
+            rows.append(
+                {
+                    "node_id": node_id,
+                    "incarnation": info.incarnation,
+                    "address": info.address,
+                    "weight": info.weight,
+                    "state": str(info.state),
+                    "children": counts.get(node_id, 0),
+                    "load": info.load,
+                    "capacity": info.capacity,
+                    "version": info.version,
+                    "started_at": info.started_at,
+                    "lease": f"{entry.lease:x}",
+                }
+            )
+        revision = client.revision
+    if args.json:
+        _print_json({"revision": revision, "nodes": rows})
+    else:
+        headers = ("NODE", "ADDRESS", "STATE", "CHILDREN", "LOAD", "CAPACITY", "VERSION", "LEASE")
+        keys = ("node_id", "address", "state", "children", "load", "capacity", "version", "lease")
+        print(_table(headers, [[row[k] for k in keys] for row in rows]))
+    return EXIT_OK
+
+
+# -- inspect -----------------------------------------------------------------------------
+
+
+def inspect_parser(sub: Any) -> None:
+    p = sub.add_parser("inspect", help="show one child: spec, owner, replicas, placement")
+    p.add_argument("id", help="child id")
+    _common_options(p)
+    p.set_defaults(func=_run(_cmd_inspect))
+
+
+async def _cmd_inspect(args: argparse.Namespace) -> int:
+    async with _connect(args) as client:
+        found = client.child_lookup(args.id)
+        if found is None:
+            raise UnknownChild(args.id)
+        spec: ChildSpec = found[0]
+        now = time.time()
+        owner = client.get_pid(args.id)
+        doc = {
+            "id": args.id,
+            "spec": _spec_json(spec),
+            "owner": _handle_json(owner, now) if owner is not None else None,
+            "replicas": [_handle_json(h, now) for h in client.get_pids(args.id)],
+            "fencing_token": owner.fencing_token if owner is not None else None,
+            "placement": client.placement(args.id),
+            "revision": client.revision,
+        }
+    if args.json:
+        _print_json(doc)
+        return EXIT_OK
+    fields = [
+        ("id", spec.id),
+        ("start", spec.start),
+        ("args", json.dumps(spec.args, sort_keys=True)),
+        ("restart", f"{spec.restart} (max {spec.max_restarts} in {spec.max_seconds:g}s)"),
+        ("metadata", json.dumps(dict(spec.metadata), sort_keys=True)),
+        ("pinned to", list(spec.nodes)),
+        ("owner", f"{owner.node_id} ({owner.state})" if owner is not None else None),
+        ("fencing token", doc["fencing_token"]),
+        ("placement", doc["placement"]),
+        ("revision", doc["revision"]),
+    ]
+    print(_table(("FIELD", "VALUE"), fields))
+    replicas = doc["replicas"]
+    if replicas:
+        print()
+        headers = ("NODE", "ROLE", "STATE", "TOKEN", "RESTARTS", "AGE(S)", "LAST EXIT")
+        keys = ("node_id", "role", "state", "fencing_token", "restarts", "age", "last_exit")
+        print(_table(headers, [[r[k] for k in keys] for r in replicas]))
+    return EXIT_OK
+
+
+# -- start -------------------------------------------------------------------------------
+
+_SPEC_FIELDS = frozenset(
+    {"id", "start", "args", "restart", "metadata", "max_restarts", "max_seconds", "nodes", "tag"}
+)
+
+
+def start_parser(sub: Any) -> None:
+    p = sub.add_parser("start", help="start a child (or several with --file)")
+    p.add_argument("id", nargs="?", help="child id")
+    p.add_argument("target", nargs="?", help="start target 'package.module:attr'")
+    p.add_argument("--args", dest="child_args", default=None, help="worker args as JSON")
+    p.add_argument("--tag", help="metadata tag")
+    p.add_argument("--restart", help="permanent, transient or temporary")
+    p.add_argument("--node", action="append", default=[], help="pin to node (repeatable)")
+    p.add_argument("--file", help="JSON file with a list of specs {id, start, args, ...}")
+    p.add_argument("--wait", action="store_true", help="wait until the children run")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    _common_options(p)
+    p.set_defaults(func=_run(_cmd_start))
+
+
+def _specs_from_args(args: argparse.Namespace) -> list[ChildSpec]:
+    if args.file:
+        if args.id or args.target or args.child_args is not None or args.node:
+            raise ConfigError("start: give either ID TARGET [options] or --file, not both")
+        try:
+            with open(args.file, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+        items = _parse_json(text, args.file)
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{args.file}: expected a non-empty JSON list of specs")
+        return [_spec_from_item(item, args, f"{args.file}[{i}]") for i, item in enumerate(items)]
+    if not args.id or not args.target:
+        raise ConfigError("start: ID and TARGET are required (or --file)")
+    item: dict[str, Any] = {"id": args.id, "start": args.target}
+    if args.child_args is not None:
+        item["args"] = _parse_json(args.child_args, "--args")
+    if args.node:
+        item["nodes"] = args.node
+    return [_spec_from_item(item, args, "start")]
+
+
+def _spec_from_item(item: Any, args: argparse.Namespace, where: str) -> ChildSpec:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: a spec must be a JSON object")
+    unknown = set(item) - _SPEC_FIELDS
+    if unknown:
+        raise ConfigError(f"{where}: unknown spec fields {sorted(unknown)}")
+    if "id" not in item or "start" not in item:
+        raise ConfigError(f"{where}: 'id' and 'start' are required")
+    fields = dict(item)
+    metadata = fields.pop("metadata", None) or {}
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"{where}: metadata must be an object")
+    tag = fields.pop("tag", None) or args.tag
+    if tag is not None:
+        metadata = {**metadata, "tag": tag}
+    fields["metadata"] = metadata
+    if args.restart and "restart" not in fields:
+        fields["restart"] = args.restart
+    nodes = fields.get("nodes")
+    if nodes is not None:
+        if isinstance(nodes, str) or not isinstance(nodes, list):
+            raise ConfigError(f"{where}: nodes must be a list of node ids")
+        fields["nodes"] = tuple(nodes)
+    return ChildSpec(**fields)  # InvalidSpec -> exit 2
+
+
+async def _cmd_start(args: argparse.Namespace) -> int:
+    specs = _specs_from_args(args)  # usage errors before connecting
+    if not args.timeout > 0:
+        raise ConfigError("--timeout must be > 0")
+    async with _connect(args) as client:
+        members = client.registry.nodes
+        for spec in specs:
+            for node in spec.nodes:
+                if node not in members:
+                    raise UnknownNode(node)
+        result = await client.start_children(specs, wait=args.wait, timeout=args.timeout)
+    now = time.time()
+    doc = {
+        "started": [_handle_json(h, now) for h in result.started],
+        "pending": list(result.pending),
+        "errors": [
+            {"child_id": e.child_id, "node_id": e.node_id, "reason": e.reason}
+            for e in result.errors
+        ],
+    }
+    if args.json:
+        _print_json(doc)
+    else:
+        for handle in result.started:
+            print(f"started {handle.child_id} on {handle.node_id} (token {handle.fencing_token})")
+        for child_id in result.pending:
+            print(f"accepted {child_id}")
+        for error in result.errors:
+            _error(f"{error.child_id}: {error.reason}")
+    return EXIT_FAILURE if result.errors else EXIT_OK
+
+
+# -- stop --------------------------------------------------------------------------------
+
+
+def stop_parser(sub: Any) -> None:
+    p = sub.add_parser("stop", help="stop children cluster-wide")
+    p.add_argument("ids", nargs="+", metavar="ID", help="child ids")
+    p.add_argument("--wait", action="store_true", help="wait until their workers stopped")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    _common_options(p)
+    p.set_defaults(func=_run(_cmd_stop))
+
+
+async def _cmd_stop(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:
+        raise ConfigError("--timeout must be > 0")
+    async with _connect(args) as client:
+        result = await client.stop_children(args.ids, wait=args.wait, timeout=args.timeout)
+    errors = [
+        {"child_id": e.child_id, "node_id": e.node_id, "reason": e.reason} for e in result.errors
+    ]
+    if args.json:
+        _print_json(
+            {
+                "stopped": [
+                    {"child_id": s.child_id, "node_ids": list(s.node_ids)} for s in result.stopped
+                ],
+                "pending": list(result.pending),
+                "errors": errors,
+            }
+        )
+    else:
+        for stopped in result.stopped:
+            where = ",".join(stopped.node_ids) or "-"
+            print(f"stopped {stopped.child_id} (was on {where})")
+        for child_id in result.pending:
+            print(f"stopping {child_id}")
+        for error in result.errors:
+            reason = "no such child" if error.reason == "not_found" else error.reason
+            _error(f"{error.child_id}: {reason}")
+    if any(e.reason == "not_found" for e in result.errors):
+        return EXIT_NOT_FOUND
+    return EXIT_FAILURE if result.errors else EXIT_OK
+
+
+# -- move --------------------------------------------------------------------------------
+
+
+def move_parser(sub: Any) -> None:
+    p = sub.add_parser("move", help="move a child to a node and pin it there")
+    p.add_argument("id", help="child id")
+    p.add_argument("node", help="target node id")
+    p.add_argument("--no-wait", action="store_true", help="return once the pin is written")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    _common_options(p)
+    p.set_defaults(func=_run(_cmd_move))
+
+
+async def _cmd_move(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:
+        raise ConfigError("--timeout must be > 0")
+    async with _connect(args) as client:
+        if client.child_lookup(args.id) is None:
+            raise UnknownChild(args.id)
+        handle = await client.move(args.id, args.node, wait=not args.no_wait, timeout=args.timeout)
+    now = time.time()
+    if args.json:
+        _print_json(
+            {
+                "id": args.id,
+                "node": args.node,
+                "handle": _handle_json(handle, now) if handle else None,
+            }
+        )
+    elif handle is not None:
+        print(f"moved {args.id} to {handle.node_id} (token {handle.fencing_token})")
+    else:
+        print(f"pinned {args.id} to {args.node}")
+    return EXIT_OK
+
+
+# -- drain -------------------------------------------------------------------------------
+
+
+def drain_parser(sub: Any) -> None:
+    p = sub.add_parser("drain", help="hand a node's children over and make it leave")
+    p.add_argument("node", help="node id")
+    p.add_argument("--no-wait", action="store_true", help="return once the request is written")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    _common_options(p)
+    p.set_defaults(func=_run(_cmd_drain))
+
+
+async def _cmd_drain(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:
+        raise ConfigError("--timeout must be > 0")
+    async with _connect(args) as client:
+        await client.drain(args.node, wait=not args.no_wait, timeout=args.timeout)
+    if args.json:
+        _print_json({"node": args.node, "drained": not args.no_wait})
+    else:
+        print(f"{'drained' if not args.no_wait else 'draining'} {args.node}")
+    return EXIT_OK
