@@ -15,6 +15,8 @@ the hub when scraped.
 ``GET /metrics``   Prometheus text format.
 ``GET /api/nodes``     JSON: members (address, state, load, capacity...).
 ``GET /api/children``  JSON: children (node, state, token, restarts...).
+``GET /``          The live dashboard (``hub/dashboard.html``: one self-contained page).
+``GET /api/events``    Server-Sent Events feeding the dashboard (see :class:`EventFeed`).
 =================  ==============================================================
 
 Other paths answer 404, other methods 405. Every response closes its connection. Request
@@ -22,19 +24,33 @@ heads are bounded (:data:`MAX_REQUEST_HEAD`) and must arrive within ``read_timeo
 connections beyond ``max_connections`` get 503 at once. Handlers only read memory: nothing
 blocks the event loop but the (linear) rendering of the answer.
 
+``/api/events`` is the one long-lived response: ``text/event-stream`` without a length,
+ended by the server. On connect it sends a ``snapshot`` event (``nodes`` and ``children``
+shaped as ``/api/nodes`` and ``/api/children``, plus the recent ``events``), then a new
+``snapshot`` after registry batches (coalesced: at most one per
+:data:`SNAPSHOT_INTERVAL`), an ``event`` message per hook this node observes, and a comment
+line every :data:`HEARTBEAT_INTERVAL` seconds. Each client has a bounded queue: a client
+that cannot keep up is dropped, the node never waits for it.
+
 Tasks: :func:`asyncio.start_server` runs one task per connection; the server tracks them and
-cancels and awaits every one in :meth:`HttpServer.stop`.
+cancels and awaits every one in :meth:`HttpServer.stop` (event streams are first told to
+end, and get a moment to do so).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import importlib.resources
+import itertools
 import json
 import logging
+import time
 import weakref
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
@@ -56,6 +72,7 @@ from hub.hooks import (
     ChildRestarted,
     ChildStarted,
     ChildStopped,
+    HookEvent,
     HookHandler,
     HookName,
     PartitionChanged,
@@ -67,10 +84,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHILD_STATES",
+    "HEARTBEAT_INTERVAL",
     "MAX_REQUEST_HEAD",
+    "SNAPSHOT_INTERVAL",
+    "EventFeed",
     "HttpServer",
     "HubMetrics",
     "children_view",
+    "event_record",
     "nodes_view",
     "readiness",
 ]
@@ -85,6 +106,10 @@ CHILD_STATES: tuple[str, ...] = (*(s.value for s in OwnerState), "pending", "unk
 #: ``processhub_child_stops_total{reason=...}`` label values; other reasons count as "other".
 _STOP_REASONS = frozenset({"normal", "crashed", "stopped", "migrated", "fenced", "shutdown"})
 _HOOK_ID = "processhub.metrics"
+#: Seconds between two ``snapshot`` events of ``/api/events`` (registry batches coalesce).
+SNAPSHOT_INTERVAL = 0.2
+#: Seconds between two keep-alive comments on an idle ``/api/events`` stream.
+HEARTBEAT_INTERVAL = 15.0
 
 
 # -- read model ----------------------------------------------------------------------------
@@ -447,6 +472,194 @@ class HubMetrics:
         self.registry_children_touched.inc(len(child_ids))
 
 
+# -- live event feed (/api/events) ---------------------------------------------------------
+
+#: Hooks the dashboard shows as events.
+_FEED_HOOKS: tuple[HookName, ...] = (
+    HookName.NODE_JOINED,
+    HookName.NODE_LEFT,
+    HookName.CHILD_STARTED,
+    HookName.CHILD_RESTARTED,
+    HookName.CHILD_STOPPED,
+    HookName.CHILD_FAILED,
+    HookName.CHILDREN_MIGRATED,
+    HookName.PARTITION_CHANGED,
+)
+_feed_ids = itertools.count(1)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def event_record(hub: Hub, event: HookEvent) -> dict[str, Any]:
+    """``event`` as one JSON-ready ``event`` message: ``kind`` (the hook), ``node`` (the
+    node it concerns), ``observer`` (this node), ``at`` (epoch seconds) and its fields."""
+    record: dict[str, Any] = {"kind": event.hook.value}
+    for field in dataclasses.fields(event):
+        record[field.name] = _jsonable(getattr(event, field.name))
+    record["node"] = record.pop("node_id", hub.node_id)
+    record["observer"] = hub.node_id
+    record["at"] = time.time()
+    return record
+
+
+class _Client:
+    """One ``/api/events`` connection: a bounded queue of encoded messages; None ends it."""
+
+    __slots__ = ("dropped", "queue")
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(size)
+        self.dropped = False
+
+    def offer(self, message: bytes) -> bool:
+        """Queue ``message``; False (and the client ends) when its queue is full."""
+        if self.dropped:
+            return False
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.end()
+            return False
+        return True
+
+    def end(self) -> None:
+        """Discard what is queued and make the stream end at once."""
+        self.dropped = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+
+def _sse(event: str, document: Any) -> bytes:
+    data = json.dumps(document, separators=(",", ":"))
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+class EventFeed:
+    """What ``/api/events`` streams: snapshots of the registry and this node's hook events.
+
+    :meth:`open` registers sync hook handlers (unique ids ``processhub.dashboard.<n>``) and a
+    registry observer on ``hub``; :meth:`close` removes them and ends every stream. Events
+    go to a ring buffer of ``history`` entries (sent with each snapshot) and to every
+    client's queue; a client whose queue (``queue_size`` messages) is full is dropped.
+
+    Registry batches schedule one snapshot at most every ``snapshot_interval`` seconds;
+    the snapshot is rendered once and shared by every client.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        history: int = 200,
+        queue_size: int = 256,
+        snapshot_interval: float = SNAPSHOT_INTERVAL,
+    ) -> None:
+        self.hub = hub
+        self.events: deque[dict[str, Any]] = deque(maxlen=history)
+        self.queue_size = queue_size
+        self.snapshot_interval = snapshot_interval
+        self.clients: set[_Client] = set()
+        #: Clients dropped because their queue was full.
+        self.drops = 0
+        self._hook_id = f"processhub.dashboard.{next(_feed_ids)}"
+        self._open = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_snapshot = 0.0
+
+    def open(self) -> None:
+        """Start observing the hub; idempotent."""
+        if self._open:
+            return
+        registered: list[HookName] = []
+        try:
+            for hook in _FEED_HOOKS:
+                self.hub.hooks.register(hook, HookHandler(self._hook_id, self._on_event))
+                registered.append(hook)
+        except BaseException:
+            for hook in registered:
+                self.hub.hooks.cancel(hook, self._hook_id)
+            raise
+        self.hub.registry.observers.append(self._observe)
+        self._open = True
+
+    def close(self) -> None:
+        """Stop observing and end every stream; idempotent."""
+        if not self._open:
+            return
+        self._open = False
+        for hook in _FEED_HOOKS:
+            self.hub.hooks.cancel(hook, self._hook_id)
+        with contextlib.suppress(ValueError):
+            self.hub.registry.observers.remove(self._observe)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for client in list(self.clients):
+            client.end()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``snapshot`` document: ``nodes``, ``children``, recent ``events``."""
+        return {
+            "node_id": self.hub.node_id,
+            "at": time.time(),
+            "nodes": nodes_view(self.hub),
+            "children": children_view(self.hub),
+            "events": list(self.events),
+        }
+
+    def subscribe(self) -> _Client:
+        """A new client whose queue starts with a snapshot."""
+        client = _Client(self.queue_size)
+        client.offer(_sse("snapshot", self.snapshot()))
+        if not self._open:
+            client.end()
+        self.clients.add(client)
+        return client
+
+    def unsubscribe(self, client: _Client) -> None:
+        self.clients.discard(client)
+
+    def _broadcast(self, message: bytes) -> None:
+        for client in list(self.clients):
+            if not client.offer(message):
+                self.clients.discard(client)
+                self.drops += 1
+                log.warning("dropped a slow /api/events client")
+
+    def _on_event(self, event: HookEvent) -> None:
+        record = event_record(self.hub, event)
+        self.events.append(record)
+        if self.clients:
+            self._broadcast(_sse("event", record))
+
+    def _observe(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
+        if not self.clients or self._timer is not None:
+            return  # nobody listens, or a snapshot is already scheduled
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last_snapshot + self.snapshot_interval - loop.time())
+        self._timer = loop.call_later(delay, self._send_snapshot)
+
+    def _send_snapshot(self) -> None:
+        self._timer = None
+        self._last_snapshot = asyncio.get_running_loop().time()
+        if self.clients:
+            try:
+                message = _sse("snapshot", self.snapshot())
+            except Exception:
+                log.exception("rendering a dashboard snapshot failed")
+                return
+            self._broadcast(message)
+
+
 # -- HTTP server ---------------------------------------------------------------------------
 
 _REASONS = {
@@ -461,7 +674,12 @@ _REASONS = {
 }
 _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
+_HTML = "text/html; charset=utf-8"
 _Response = tuple[int, str, bytes]
+#: Returned by the ``/api/events`` route: stream instead of answering (compared by identity).
+_STREAM: _Response = (200, "text/event-stream", b"")
+#: Seconds event streams get to end on their own in :meth:`HttpServer.stop`.
+_STREAM_GRACE = 1.0
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -487,7 +705,8 @@ class HttpServer:
         metrics: the hub's metrics; default :meth:`HubMetrics.of` ``(hub)``.
         read_timeout: seconds a client has to send its request head.
         write_timeout: seconds a client has to take the response.
-        max_connections: connections served at once; more get 503.
+        max_connections: connections served at once (event streams included); more get 503.
+        heartbeat: seconds between keep-alive comments on an idle event stream.
 
     Raises:
         ConfigError: ``bind`` is not ``host:port``.
@@ -502,6 +721,7 @@ class HttpServer:
         read_timeout: float = 5.0,
         write_timeout: float = 10.0,
         max_connections: int = 64,
+        heartbeat: float = HEARTBEAT_INTERVAL,
     ) -> None:
         self.hub = hub
         self.host, self.port = parse_bind(bind)
@@ -509,6 +729,9 @@ class HttpServer:
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
         self.max_connections = max_connections
+        self.heartbeat = heartbeat
+        #: The ``/api/events`` feed; observes the hub while the server runs.
+        self.feed = EventFeed(hub)
         self.address = ""
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
@@ -518,6 +741,8 @@ class HttpServer:
             "/metrics": lambda: (200, CONTENT_TYPE_LATEST, self.metrics.render()),
             "/api/nodes": lambda: _json(nodes_view(self.hub)),
             "/api/children": lambda: _json(children_view(self.hub)),
+            "/": lambda: (200, _HTML, dashboard_html()),
+            "/api/events": lambda: _STREAM,
         }
 
     async def __aenter__(self) -> Self:
@@ -544,6 +769,7 @@ class HttpServer:
         self._server = await asyncio.start_server(
             self._serve, self.host, self.port, limit=MAX_REQUEST_HEAD
         )
+        self.feed.open()
         host, port = self._server.sockets[0].getsockname()[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         log.info("http endpoints listening", extra={"address": self.address})
@@ -555,7 +781,10 @@ class HttpServer:
         if server is None:
             return
         server.close()
-        connections = set(self._connections)
+        self.feed.close()  # event streams end on their own...
+        if self.feed.clients:
+            await asyncio.wait(set(self._connections), timeout=_STREAM_GRACE)
+        connections = set(self._connections)  # ...what remains is cancelled
         for task in connections:
             task.cancel()
         if connections:
@@ -573,7 +802,10 @@ class HttpServer:
                 response: _Response = (503, _TEXT, b"too many connections\n")
             else:
                 response = await self._read_and_route(reader)
-            await self._respond(writer, response)
+            if response is _STREAM:
+                await self._stream(writer)
+            else:
+                await self._respond(writer, response)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the client went away or stopped reading: nothing to answer
         finally:
@@ -630,6 +862,32 @@ class HttpServer:
         async with asyncio.timeout(self.write_timeout):
             await writer.drain()
 
+    async def _stream(self, writer: asyncio.StreamWriter) -> None:
+        """Serve ``/api/events`` until the feed ends it, the client goes, or it lags."""
+        client = self.feed.subscribe()
+        try:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\n"
+                b"Content-Type: text/event-stream; charset=utf-8\r\n"
+                b"Cache-Control: no-store\r\n"
+                b"X-Accel-Buffering: no\r\n"
+                b"Connection: close\r\n\r\n"
+                b"retry: 2000\n\n"
+            )
+            while True:
+                try:
+                    async with asyncio.timeout(self.heartbeat):
+                        message = await client.queue.get()
+                except TimeoutError:
+                    message = b": keep-alive\n\n"
+                if message is None:
+                    return
+                writer.write(message)
+                async with asyncio.timeout(self.write_timeout):
+                    await writer.drain()
+        finally:
+            self.feed.unsubscribe(client)
+
     # -- routes ------------------------------------------------------------------------
 
     def _readyz(self) -> _Response:
@@ -637,6 +895,17 @@ class HttpServer:
         if reason is None:
             return 200, _TEXT, b"ready\n"
         return 503, _TEXT, reason.encode("utf-8", "replace") + b"\n"
+
+
+_dashboard: bytes | None = None
+
+
+def dashboard_html() -> bytes:
+    """The dashboard page (``hub/dashboard.html``, package data), read once."""
+    global _dashboard
+    if _dashboard is None:
+        _dashboard = importlib.resources.files("hub").joinpath("dashboard.html").read_bytes()
+    return _dashboard
 
 
 def _json(document: dict[str, Any]) -> _Response:
