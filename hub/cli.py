@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_ops.stop_parser(sub)
     cli_ops.move_parser(sub)
     cli_ops.drain_parser(sub)
+    cli_ops.watch_parser(sub)
     return parser
 
 

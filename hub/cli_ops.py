@@ -500,3 +500,85 @@ async def _cmd_drain(args: argparse.Namespace) -> int:
     else:
         print(f"{'drained' if not args.no_wait else 'draining'} {args.node}")
     return EXIT_OK
+
+
+# -- watch -------------------------------------------------------------------------------
+
+
+def watch_parser(sub: Any) -> None:
+    p = sub.add_parser("watch", help="stream what the cluster does: starts, moves, stops, nodes")
+    _common_options(p)
+    p.add_argument("--count", type=int, default=0, help="exit after this many events (0: never)")
+    p.set_defaults(func=_run(_cmd_watch))
+
+
+async def _cmd_watch(args: argparse.Namespace) -> int:
+    """Print one line (or JSON object) per change the registry applies, until interrupted."""
+    async with _connect(args) as client:
+        registry = client.registry
+        seen_nodes = {n: e.info.incarnation for n, e in registry.nodes.items()}
+        seen = {
+            cid: (h.node_id, h.fencing_token, str(h.state)) for cid, h in registry.handles.items()
+        }
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def observe(child_ids: set[str], nodes_changed: bool, full: bool) -> None:
+            now = time.time()
+            if nodes_changed or full:
+                current = {n: e.info.incarnation for n, e in registry.nodes.items()}
+                for node_id in current.keys() - seen_nodes.keys():
+                    queue.put_nowait({"at": now, "event": "node_joined", "node_id": node_id})
+                for node_id in seen_nodes.keys() - current.keys():
+                    queue.put_nowait({"at": now, "event": "node_left", "node_id": node_id})
+                seen_nodes.clear()
+                seen_nodes.update(current)
+            for child_id in sorted(child_ids):
+                handle = registry.handles.get(child_id)
+                before = seen.get(child_id)
+                if handle is None:
+                    if before is not None:
+                        del seen[child_id]
+                        kind = (
+                            "child_stopped" if child_id not in registry.specs else "child_released"
+                        )
+                        queue.put_nowait(
+                            {"at": now, "event": kind, "child_id": child_id, "node_id": before[0]}
+                        )
+                    continue
+                after = (handle.node_id, handle.fencing_token, str(handle.state))
+                if after == before:
+                    continue
+                seen[child_id] = after
+                kind = "child_" + (
+                    "moved" if before is not None and before[0] != after[0] else after[2]
+                )
+                queue.put_nowait(
+                    {
+                        "at": now,
+                        "event": kind,
+                        "child_id": child_id,
+                        "node_id": handle.node_id,
+                        "fencing_token": handle.fencing_token,
+                        "restarts": handle.restarts,
+                    }
+                )
+
+        registry.observers.append(observe)
+        if args.json:  # a readiness line for scripts: changes after this one are streamed
+            print(json.dumps({"event": "watching", "revision": registry.revision}), flush=True)
+        printed = 0
+        try:
+            while not args.count or printed < args.count:
+                event = await queue.get()
+                if args.json:
+                    print(json.dumps(event, sort_keys=True), flush=True)
+                else:
+                    stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+                    detail = " ".join(
+                        f"{k}={v}" for k, v in event.items() if k not in ("at", "event")
+                    )
+                    print(f"{stamp}  {event['event']:<16} {detail}", flush=True)
+                printed += 1
+        finally:
+            registry.observers.remove(observe)
+    return EXIT_OK

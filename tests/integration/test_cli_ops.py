@@ -237,3 +237,42 @@ def test_unreachable_etcd_fails_fast(verb: tuple[str, ...]) -> None:
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_watch_streams_starts_moves_and_stops(ops: Ops, nodes: list[subprocess.Popen[str]]) -> None:
+    nodes.append(ops.node("w1"))
+    watcher = subprocess.Popen(
+        [
+            *CLI,
+            "watch",
+            "--hub",
+            HUB,
+            "--endpoints",
+            ops.endpoint,
+            "--prefix",
+            ops.prefix,
+            "--json",
+            "--count",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert watcher.stdout is not None
+        assert json.loads(watcher.stdout.readline())["event"] == "watching"
+        nodes.append(ops.node("w2"))
+        ops.ok("start", "wc", "hub.demo:Counter", "--node", "w1", "--wait")
+        ops.ok("stop", "wc", "--wait")
+        out, err = watcher.communicate(timeout=30)
+        assert watcher.returncode == 0, err
+        events = [json.loads(line) for line in out.splitlines()]
+        assert events[0]["event"] == "node_joined", events
+        assert events[0]["node_id"] == "w2"
+        assert {e.get("child_id") for e in events[1:]} == {"wc"}
+        assert "Traceback" not in err
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
