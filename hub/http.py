@@ -60,6 +60,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -311,6 +312,33 @@ class HubMetrics:
             "Child ids touched by registry updates.",
             registry=reg,
         )
+        self.etcd_seconds = Histogram(
+            "processhub_etcd_request_seconds",
+            "Latency of etcd requests by method.",
+            ["method"],
+            registry=reg,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.etcd_errors = Counter(
+            "processhub_etcd_request_errors",
+            "Failed etcd requests by method and error.",
+            ["method", "error"],
+            registry=reg,
+        )
+        self.reconcile_seconds = Histogram(
+            "processhub_reconcile_round_seconds",
+            "Duration of reconcile rounds (acquire, release, start, stop of a batch).",
+            registry=reg,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.without_owner = Histogram(
+            "processhub_child_without_owner_seconds",
+            "Per migration or failover as this node's registry saw it: from the old owner "
+            "key's deletion to the new owner running.",
+            registry=reg,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )
+        self._gone_at: dict[str, float] = {}
         for kind in ("batch", "full"):
             self.registry_updates.labels(kind=kind)
         for reason in (*sorted(_STOP_REASONS), "other"):
@@ -421,6 +449,8 @@ class HubMetrics:
                 hub.hooks.cancel(hook, _HOOK_ID)
             raise
         hub.registry.observers.append(self._observe)
+        hub.store.observer = self._on_etcd
+        hub.reconciler.round_observer = self._on_round
         self._closed = False
         HubMetrics._by_hub[hub] = self
 
@@ -439,6 +469,10 @@ class HubMetrics:
             self.hub.hooks.cancel(hook, _HOOK_ID)
         with contextlib.suppress(ValueError):
             self.hub.registry.observers.remove(self._observe)
+        if self.hub.store.observer == self._on_etcd:
+            self.hub.store.observer = None
+        if self.hub.reconciler.round_observer == self._on_round:
+            self.hub.reconciler.round_observer = None
         if HubMetrics._by_hub.get(self.hub) is self:
             del HubMetrics._by_hub[self.hub]
 
@@ -467,9 +501,32 @@ class HubMetrics:
     def _on_partition(self, event: PartitionChanged) -> None:
         self.partition_changes.inc()
 
+    def _on_etcd(self, method: str, seconds: float, error: str | None) -> None:
+        self.etcd_seconds.labels(method=method).observe(seconds)
+        if error is not None:
+            self.etcd_errors.labels(method=method, error=error).inc()
+
+    def _on_round(self, seconds: float, actions: int) -> None:
+        self.reconcile_seconds.observe(seconds)
+
     def _observe(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
         self.registry_updates.labels(kind="full" if full else "batch").inc()
         self.registry_children_touched.inc(len(child_ids))
+        if full:
+            self._gone_at.clear()
+            return
+        registry = self.hub.registry
+        now = time.monotonic()
+        gone_at = self._gone_at
+        for child_id in child_ids:
+            handle = registry.handles.get(child_id)
+            if handle is None:
+                if child_id in registry.specs:
+                    gone_at.setdefault(child_id, now)  # still wanted: it is between owners
+                else:
+                    gone_at.pop(child_id, None)  # stopped for good
+            elif handle.is_running and child_id in gone_at:
+                self.without_owner.observe(now - gone_at.pop(child_id))
 
 
 # -- live event feed (/api/events) ---------------------------------------------------------

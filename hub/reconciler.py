@@ -26,11 +26,12 @@ reconciler's TaskGroup.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,6 +296,8 @@ class Reconciler:
         self._released: dict[str, int] = {}
         self._handover_lease: tuple[int, float] = (0, 0.0)  # (lease id, monotonic expiry)
         self.rounds = 0
+        #: called after every reconcile round: (seconds, actions) — metrics
+        self.round_observer: Callable[[float, int], None] | None = None
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -541,6 +544,7 @@ class Reconciler:
 
     async def _execute(self, actions: Mapping[str, Action]) -> None:
         self.rounds += 1
+        began = time.monotonic()
         groups: dict[Action, list[str]] = {}
         for child_id, action in actions.items():
             groups.setdefault(action, []).append(child_id)
@@ -571,6 +575,9 @@ class Reconciler:
         finally:
             self._in_flight.difference_update(actions.keys())
             self._rounds.release()
+            if self.round_observer is not None:
+                with contextlib.suppress(Exception):
+                    self.round_observer(time.monotonic() - began, len(actions))
             if retry:
                 self.mark(retry)
             if self._dirty:

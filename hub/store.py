@@ -20,8 +20,10 @@ Ownership: a :class:`Store` belongs to one Hub; it is used from one event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -355,6 +357,8 @@ class Store:
         self._watch: Any = None
         self._auth: Any = None
         self._auth_lock = asyncio.Lock()
+        #: called after every unary etcd call: (method, seconds, error class name or None)
+        self.observer: Callable[[str, float, str | None], None] | None = None
 
     async def __aenter__(self) -> Store:
         await self.connect()
@@ -417,6 +421,23 @@ class Store:
             self._metadata = (("token", resp.token),)
 
     async def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
+        """Call a unary RPC with a deadline; report it to ``observer`` (metrics)."""
+        observer = self.observer
+        if observer is None:
+            return await self._unary_call(method, request, timeout)
+        began = time.monotonic()
+        error: str | None = None
+        try:
+            return await self._unary_call(method, request, timeout)
+        except StoreError as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            name = getattr(method, "_method", b"/?").decode(errors="replace").rsplit("/", 1)[-1]
+            with contextlib.suppress(Exception):
+                observer(name, time.monotonic() - began, error)
+
+    async def _unary_call(self, method: Any, request: Any, timeout: float | None) -> Any:
         """Call a unary RPC with a deadline; re-authenticate once on an expired token."""
         if self._channel is None:
             raise StoreUnavailable("store is closed")

@@ -232,3 +232,42 @@ async def test_slow_client_times_out_and_stop_ends_connections(
         writer.close()
         await writer.wait_closed()
         await server.stop()  # idempotent
+
+
+async def test_latency_metrics_and_time_without_owner(etcd_endpoint: str, hub_prefix: str) -> None:
+    async with (
+        Hub(
+            "h",
+            endpoints=[etcd_endpoint],
+            node_id="x1",
+            lease_ttl=3,
+            prefix=hub_prefix,
+            http="127.0.0.1:0",
+        ) as first,
+        Hub("h", endpoints=[etcd_endpoint], node_id="x2", lease_ttl=3, prefix=hub_prefix) as second,
+    ):
+        assert first.http_server is not None
+        address = first.http_server.address
+        result = await first.start_children(
+            [ChildSpec(id=f"lat-{i}", start="hub.demo:Counter") for i in range(20)],
+            wait=True,
+            timeout=10,
+        )
+        assert result.ok
+        moving = [h.child_id for h in result.started if h.node_id == "x2"]
+        assert moving
+        await second.stop()  # its children move to x1: each is briefly without an owner
+        await wait_until(
+            lambda: all((h := first.get_pid(c)) is not None and h.is_running for c in moving), 10
+        )
+
+        async def counted() -> bool:
+            samples = await scrape(address)
+            gaps = samples.get("processhub_child_without_owner_seconds_count", {})
+            return sum(gaps.values()) >= len(moving)
+
+        await wait_until(counted, 5, message="migration gaps not measured")
+        samples = await scrape(address)
+        txn = samples["processhub_etcd_request_seconds_count"]
+        assert sum(v for labels, v in txn.items() if ("method", "Txn") in labels) > 0
+        assert sum(samples["processhub_reconcile_round_seconds_count"].values()) > 0
