@@ -105,6 +105,33 @@ class Self:
     draining: bool  # leaving, or partitioned: owns nothing, acquires nothing
 
 
+def _ownership(
+    me: Self,
+    owner: OwnerEntry | None,
+    owned_token: int | None,
+    cache_revision: int,
+    released_token: int | None,
+) -> bool | None:
+    """Whether this node owns the child; None when it believed so but the cache, having
+    seen its acquire, no longer shows it (ownership lost: stop the local instance)."""
+    record = owner.record if owner is not None else None
+    cache_says_mine = (
+        me.lease != 0
+        and owner is not None
+        and record is not None
+        and record.node_id == me.node_id
+        and record.incarnation == me.lease
+        and owner.create_revision != released_token
+    )
+    if owned_token is None:
+        return cache_says_mine
+    if cache_revision >= owned_token and not (
+        cache_says_mine and owner is not None and owner.create_revision == owned_token
+    ):
+        return None
+    return True
+
+
 def plan(
     me: Self,
     spec: SpecEntry | None,
@@ -132,23 +159,10 @@ def plan(
         released_token: the token of an ownership this node already gave up for the child
             (the cache may still show it until the watch catches up): never adopted again.
     """
+    mine = _ownership(me, owner, owned_token, cache_revision, released_token)
+    if mine is None:
+        return Action.STOP_LOCAL
     record = owner.record if owner is not None else None
-    cache_says_mine = (
-        me.lease != 0
-        and record is not None
-        and record.node_id == me.node_id
-        and record.incarnation == me.lease
-        and (owner is None or owner.create_revision != released_token)
-    )
-    if owned_token is not None:
-        if cache_revision >= owned_token and not (
-            cache_says_mine and owner is not None and owner.create_revision == owned_token
-        ):
-            # The cache has seen our acquire and no longer shows it: ownership is gone.
-            return Action.STOP_LOCAL
-        mine = True
-    else:
-        mine = cache_says_mine
     if spec is None:
         if mine:
             return Action.RELEASE
@@ -197,22 +211,9 @@ def plan_replicated(
     whether a local instance exists (primary or replica); ``my_replica`` whether the cache
     shows this node's ``replicas/{id}/{node}`` key.
     """
-    record = owner.record if owner is not None else None
-    cache_says_mine = (
-        me.lease != 0
-        and record is not None
-        and record.node_id == me.node_id
-        and record.incarnation == me.lease
-        and (owner is None or owner.create_revision != released_token)
-    )
-    if owned_token is not None:
-        if cache_revision >= owned_token and not (
-            cache_says_mine and owner is not None and owner.create_revision == owned_token
-        ):
-            return Action.STOP_LOCAL
-        mine = True
-    else:
-        mine = cache_says_mine
+    mine = _ownership(me, owner, owned_token, cache_revision, released_token)
+    if mine is None:
+        return Action.STOP_LOCAL
     if spec is None:
         if mine:
             return Action.RELEASE
