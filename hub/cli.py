@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -16,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from hub.errors import ConfigError, HubError, InvalidSpec
@@ -25,6 +26,11 @@ from strategies.partition import Availability, Strict
 from strategies.redundancy import Replication, Singularity
 
 log = logging.getLogger("hub.cli")
+
+APP_ENTRY = "processhub_node"
+"""An ``--app`` module may define ``async def processhub_node(hub)``: it runs beside the node
+(an HTTP front, say) and is cancelled when the node starts draining."""
+AppTask = Callable[[Any], Awaitable[None]]
 
 
 class JsonFormatter(logging.Formatter):
@@ -110,7 +116,13 @@ def _node_parser(sub: Any) -> None:
     p.add_argument("--hub", default=_env("HUB"), help="hub id (env PROCESSHUB_HUB)")
     p.add_argument("--node-id", default=_env("NODE_ID"), help="node id (default host-pid)")
     p.add_argument("--lease-ttl", type=int, default=int(_env("LEASE_TTL", "10") or 10))
-    p.add_argument("--app", action="append", default=_csv(_env("APPS")), help="module to import")
+    p.add_argument(
+        "--app",
+        action="append",
+        default=_csv(_env("APPS")),
+        help="module to import (env PROCESSHUB_APPS, comma-separated); its async "
+        "processhub_node(hub), if any, runs beside the node",
+    )
     p.add_argument("--allow", action="append", default=None, help="allowed start target pattern")
     p.add_argument("--weight", type=int, default=int(_env("WEIGHT", "1") or 1))
     p.add_argument("--drain-timeout", type=float, default=float(_env("DRAIN_TIMEOUT", "30") or 30))
@@ -169,11 +181,17 @@ def _node_parser(sub: Any) -> None:
 def _cmd_node(args: argparse.Namespace) -> int:
     if not args.hub:
         raise ConfigError("--hub (or PROCESSHUB_HUB) is required")
-    for module in args.app:
+    app_tasks: list[AppTask] = []
+    for module_name in args.app:
         try:
-            importlib.import_module(module)
+            module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ConfigError(f"cannot import app module {module!r}: {exc}") from None
+            raise ConfigError(f"cannot import app module {module_name!r}: {exc}") from None
+        on_node = getattr(module, APP_ENTRY, None)
+        if on_node is not None:
+            if not callable(on_node):
+                raise ConfigError(f"{module_name}.{APP_ENTRY} must be an async function")
+            app_tasks.append(on_node)
     allow = args.allow if args.allow is not None else (_csv(_env("ALLOW")) or None)
     options: dict[str, Any] = {
         "lease_ttl": args.lease_ttl,
@@ -190,7 +208,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     }
     if args.node_id:
         options["node_id"] = args.node_id
-    return asyncio.run(_run_node(args.hub, options))
+    return asyncio.run(_run_node(args.hub, options, app_tasks))
 
 
 def _rpc_config(args: argparse.Namespace) -> Any:
@@ -224,7 +242,7 @@ def _redundancy(replicas: str, mode: str) -> Singularity | Replication:
     return Singularity() if count == 1 else Replication(count, mode=mode)  # type: ignore[arg-type]
 
 
-async def _run_node(hub_id: str, options: dict[str, Any]) -> int:
+async def _run_node(hub_id: str, options: dict[str, Any], app_tasks: Sequence[AppTask]) -> int:
     from hub.hub import Hub
 
     stop = asyncio.Event()
@@ -234,12 +252,39 @@ async def _run_node(hub_id: str, options: dict[str, Any]) -> int:
     hub = Hub(hub_id, **options)
     async with hub:
         http = hub.http_server.address if hub.http_server is not None else None
-        _emit("ready", hub_id=hub.hub_id, node_id=hub.node_id, pid=os.getpid(), http=http)
-        await _first_of(stop, hub.left)  # SIGTERM, or an operator's drain request
+        async with _running_apps(hub, app_tasks):
+            _emit("ready", hub_id=hub.hub_id, node_id=hub.node_id, pid=os.getpid(), http=http)
+            await _first_of(stop, hub.left)  # SIGTERM, or an operator's drain request
         _emit("draining", node_id=hub.node_id, children=len(hub.reconciler.owned))
         started = time.monotonic()
     _emit("stopped", node_id=hub.node_id, drain_seconds=round(time.monotonic() - started, 3))
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _running_apps(hub: Any, app_tasks: Sequence[AppTask]) -> AsyncIterator[None]:
+    """Run each app module's ``processhub_node(hub)`` beside the node.
+
+    They start once the node is up and are cancelled when it is told to stop, before the
+    drain: by then ``/readyz`` already answers 503, so no new traffic should arrive. An app
+    task that fails is logged and the node keeps running its children.
+    """
+
+    async def guarded(entry: AppTask) -> None:
+        try:
+            await entry(hub)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("app entry %s failed", getattr(entry, "__qualname__", entry))
+
+    tasks = [asyncio.create_task(guarded(entry)) for entry in app_tasks]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _first_of(*events: asyncio.Event) -> None:
