@@ -24,14 +24,14 @@ batcher's own TaskGroup.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from dataclasses import dataclass
 
 from hub.errors import HubClosed
+from hub.logs import get_logger
 from hub.store import MAX_TXN_OPS, Op, Store, TxnResult, op_width
 
-log = logging.getLogger("hub.batcher")
+log = get_logger("hub.batcher")
 
 #: Bytes per outer txn; etcd's default request limit is 1.5 MiB.
 DEFAULT_MAX_BYTES = 1024 * 1024

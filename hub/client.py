@@ -12,7 +12,6 @@ Every background task belongs to the client's TaskGroup; ``start``/``stop`` (or 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -40,6 +39,7 @@ from hub.errors import (
 )
 from hub.informer import Informer
 from hub.keys import KeySpace
+from hub.logs import fields, get_logger
 from hub.model import (
     ChildFailure,
     ChildHandle,
@@ -67,7 +67,7 @@ from strategies.base import Placer
 from strategies.errors import InvalidChildMapping
 from strategies.guided import Guided, validate_mapping
 
-log = logging.getLogger("hub")
+log = get_logger("hub")
 
 Scope = Literal["global", "local"]
 
@@ -657,7 +657,12 @@ class HubClient:
                 reply = await self._deliver(kind, handle, payload, codec, token, key, left)
             except (ChildMoved, ChildNotRunning, NodeUnreachable) as exc:
                 # Not delivered: wait for the registry to show the new owner, then retry.
-                log.debug("call to %r not delivered (%s); retrying", child_id, exc)
+                log.debug(
+                    "call to %r not delivered (%s); retrying",
+                    child_id,
+                    exc,
+                    extra=fields(child_id=child_id, token=handle.fencing_token),
+                )
                 last = exc
                 await self._wait_for_owner(child_id, min(0.05, max(0.0, left)), moved=handle)
                 continue

@@ -38,7 +38,6 @@ command's, or a stop may return before the ``SIGKILL`` is sent (the kill still h
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import os
 import signal
@@ -47,11 +46,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.errors import WorkerCrashed, WorkerStartFailed
+from hub.logs import fields, get_logger
 from hub.worker import Context, describe_exception
 
 __all__ = ["DEFAULT_STOP_SIGNAL", "DEFAULT_STOP_TIMEOUT", "Command"]
 
-logger = logging.getLogger("hub.command")
+logger = get_logger("hub.command")
 
 #: Seconds between the stop signal and SIGKILL, unless ``args["stop_timeout"]`` says otherwise.
 DEFAULT_STOP_TIMEOUT = 5.0
@@ -216,7 +216,7 @@ class Command:
             process.pid,
             options.stop_signal.name,
             options.stop_timeout,
-            extra={"child_id": ctx.child_id, "fencing_token": ctx.fencing_token},
+            extra=fields(node_id=ctx.node_id, child_id=ctx.child_id, token=ctx.fencing_token),
         )
         _signal_group(pgid, signal.SIGKILL)
         await process.wait()

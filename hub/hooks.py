@@ -52,16 +52,16 @@ import asyncio
 import dataclasses
 import enum
 import inspect
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar
 
+from hub.logs import fields, get_logger
 from hub.model import ChildHandle, ChildSpec
 
-log = logging.getLogger("hub.hooks")
+log = get_logger("hub.hooks")
 
 #: Default bound on one async or alter handler's run, in seconds.
 DEFAULT_HANDLER_TIMEOUT = 5.0
@@ -631,7 +631,12 @@ class Hooks:
                 if inspect.isawaitable(result):
                     self._enqueue(_Job(handler, event.hook, result))
         except Exception:  # dispatch must never raise into hub code
-            log.exception("dispatching %r failed", event)
+            # The hook name, not the payload: payloads may carry user data (spec args).
+            log.exception(
+                "dispatching %s failed",
+                event.hook,
+                extra=fields(child_id=getattr(event, "child_id", None), hook=str(event.hook)),
+            )
 
     async def dispatch_alter(self, payload: A) -> A:
         """Run the alter chain of ``payload.hook``; return the payload the hub should use.
@@ -673,7 +678,11 @@ class Hooks:
                 "hook %s handler %r raised; skipped",
                 hook,
                 handler.id,
-                extra={"hook": str(hook), "handler_id": handler.id},
+                extra=fields(
+                    child_id=getattr(payload, "child_id", None),
+                    hook=str(hook),
+                    handler_id=handler.id,
+                ),
             )
             return _FAILED
         elapsed = time.monotonic() - started

@@ -2,8 +2,9 @@
 
 :class:`HubMetrics` collects one hub's metrics into its own
 :class:`prometheus_client.CollectorRegistry` (never the process-wide default: several hubs
-may live in one process). Counters of events come from hooks; everything else is read from
-the hub when scraped.
+may live in one process). Counters of events come from hooks, durations from observer
+callbacks (etcd requests, reconcile rounds, hand-overs); everything else is read from the
+hub when scraped.
 
 :class:`HttpServer` is a deliberately tiny HTTP/1.1 server on :func:`asyncio.start_server`:
 
@@ -28,8 +29,10 @@ blocks the event loop but the (linear) rendering of the answer.
 ended by the server. On connect it sends a ``snapshot`` event (``nodes`` and ``children``
 shaped as ``/api/nodes`` and ``/api/children``, plus the recent ``events``), then a new
 ``snapshot`` after registry batches (coalesced: at most one per
-:data:`SNAPSHOT_INTERVAL`), an ``event`` message per hook this node observes, and a comment
-line every :data:`HEARTBEAT_INTERVAL` seconds. Each client has a bounded queue: a client
+:data:`SNAPSHOT_INTERVAL`), an ``event`` message per cluster event (children started,
+moved, restarted, failed or stopped anywhere, derived from the registry; nodes joined or
+left; this node's partition changes), and a comment line every :data:`HEARTBEAT_INTERVAL`
+seconds. Each client has a bounded queue: a client
 that cannot keep up is dropped, the node never waits for it.
 
 Tasks: :func:`asyncio.start_server` runs one task per connection; the server tracks them and
@@ -45,12 +48,11 @@ import dataclasses
 import importlib.resources
 import itertools
 import json
-import logging
 import time
 import weakref
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
@@ -66,6 +68,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hub.child_events import ChildEvent, ChildEvents
 from hub.errors import ConfigError
 from hub.hooks import (
     ChildFailed,
@@ -78,26 +81,30 @@ from hub.hooks import (
     HookName,
     PartitionChanged,
 )
+from hub.logs import fields, get_logger
 from hub.model import NodeState, OwnerState
+from hub.registry import OwnerChange
 
 if TYPE_CHECKING:
     from hub.hub import Hub
 
 __all__ = [
     "CHILD_STATES",
+    "HANDOVER_BUCKETS",
     "HEARTBEAT_INTERVAL",
     "MAX_REQUEST_HEAD",
     "SNAPSHOT_INTERVAL",
     "EventFeed",
     "HttpServer",
     "HubMetrics",
+    "child_event_record",
     "children_view",
     "event_record",
     "nodes_view",
     "readiness",
 ]
 
-log = logging.getLogger("hub.http")
+log = get_logger("hub.http")
 
 #: Largest accepted request line plus headers, in bytes (larger: 431).
 MAX_REQUEST_HEAD = 8192
@@ -111,6 +118,24 @@ _HOOK_ID = "processhub.metrics"
 SNAPSHOT_INTERVAL = 0.2
 #: Seconds between two keep-alive comments on an idle ``/api/events`` stream.
 HEARTBEAT_INTERVAL = 15.0
+#: ``processhub_handover_duration_seconds`` buckets: a cold move commits in milliseconds; a
+#: hot swap waits for the worker to stop and hand its state over (bounded by timeouts).
+HANDOVER_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 # -- read model ----------------------------------------------------------------------------
@@ -255,8 +280,9 @@ class _HubCollector(Collector):
 class HubMetrics:
     """Prometheus metrics of one hub, in :attr:`registry` (a per-hub registry).
 
-    Registers sync hook handlers (id ``"processhub.metrics"``) and a registry observer on
-    ``hub``; :meth:`close` removes them. One per hub: :meth:`of` finds it.
+    Registers sync hook handlers (id ``"processhub.metrics"``), a registry observer, the
+    store's request observer and the reconciler's round and hand-over observers on ``hub``;
+    :meth:`close` removes them. One per hub: :meth:`of` finds it.
 
     Raises:
         hub.hooks.DuplicateHook: ``hub`` already has a :class:`HubMetrics`.
@@ -338,6 +364,16 @@ class HubMetrics:
             registry=reg,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
         )
+        self.handover = Histogram(
+            "processhub_handover_duration_seconds",
+            "Per child this node handed to another node (rebalance, move, drain): from the "
+            "decision to release it to the commit of the release (a hot swap includes "
+            "stopping the worker and collecting its state), by migration kind.",
+            ["migration"],
+            registry=reg,
+            buckets=HANDOVER_BUCKETS,
+        )
+        self.handover.labels(migration="hot" if hub.reconciler.migration.handover else "cold")
         self._gone_at: dict[str, float] = {}
         for kind in ("batch", "full"):
             self.registry_updates.labels(kind=kind)
@@ -451,6 +487,7 @@ class HubMetrics:
         hub.registry.observers.append(self._observe)
         hub.store.observer = self._on_etcd
         hub.reconciler.round_observer = self._on_round
+        hub.reconciler.handover_observer = self._on_handover
         self._closed = False
         HubMetrics._by_hub[hub] = self
 
@@ -473,6 +510,8 @@ class HubMetrics:
             self.hub.store.observer = None
         if self.hub.reconciler.round_observer == self._on_round:
             self.hub.reconciler.round_observer = None
+        if self.hub.reconciler.handover_observer == self._on_handover:
+            self.hub.reconciler.handover_observer = None
         if HubMetrics._by_hub.get(self.hub) is self:
             del HubMetrics._by_hub[self.hub]
 
@@ -509,6 +548,9 @@ class HubMetrics:
     def _on_round(self, seconds: float, actions: int) -> None:
         self.reconcile_seconds.observe(seconds)
 
+    def _on_handover(self, migration: str, seconds: float) -> None:
+        self.handover.labels(migration=migration).observe(seconds)
+
     def _observe(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
         self.registry_updates.labels(kind="full" if full else "batch").inc()
         self.registry_children_touched.inc(len(child_ids))
@@ -531,15 +573,12 @@ class HubMetrics:
 
 # -- live event feed (/api/events) ---------------------------------------------------------
 
-#: Hooks the dashboard shows as events.
+#: Hooks the dashboard shows as events. Node hooks fire on every node (from the registry);
+#: child events come from the registry too (:mod:`hub.child_events`), so that every node
+#: shows the whole cluster and no child event is reported twice.
 _FEED_HOOKS: tuple[HookName, ...] = (
     HookName.NODE_JOINED,
     HookName.NODE_LEFT,
-    HookName.CHILD_STARTED,
-    HookName.CHILD_RESTARTED,
-    HookName.CHILD_STOPPED,
-    HookName.CHILD_FAILED,
-    HookName.CHILDREN_MIGRATED,
     HookName.PARTITION_CHANGED,
 )
 _feed_ids = itertools.count(1)
@@ -562,6 +601,25 @@ def event_record(hub: Hub, event: HookEvent) -> dict[str, Any]:
     for field in dataclasses.fields(event):
         record[field.name] = _jsonable(getattr(event, field.name))
     record["node"] = record.pop("node_id", hub.node_id)
+    record["observer"] = hub.node_id
+    record["at"] = time.time()
+    return record
+
+
+def child_event_record(hub: Hub, event: ChildEvent) -> dict[str, Any]:
+    """A derived child event as one ``event`` message, shaped like :func:`event_record`:
+    ``kind``, ``child_id``, ``node`` (where it happened), ``token``, ``restarts``,
+    ``reason``, ``from_node`` (``child_moved`` only), ``observer`` and ``at``."""
+    record: dict[str, Any] = {
+        "kind": event.kind,
+        "child_id": event.child_id,
+        "node": event.node,
+        "token": event.token,
+        "restarts": event.restarts,
+        "reason": event.reason,
+    }
+    if event.from_node is not None:
+        record["from_node"] = event.from_node
     record["observer"] = hub.node_id
     record["at"] = time.time()
     return record
@@ -601,10 +659,15 @@ def _sse(event: str, document: Any) -> bytes:
 
 
 class EventFeed:
-    """What ``/api/events`` streams: snapshots of the registry and this node's hook events.
+    """What ``/api/events`` streams: snapshots of the registry and the cluster's events.
 
-    :meth:`open` registers sync hook handlers (unique ids ``processhub.dashboard.<n>``) and a
-    registry observer on ``hub``; :meth:`close` removes them and ends every stream. Events
+    Events are cluster-wide: child events are derived from owner-record transitions that
+    every node's registry sees (:class:`~hub.child_events.ChildEvents`: started, moved,
+    restarted, failed, stopped), node events come from the registry's ``node_joined`` and
+    ``node_left`` hooks, plus this node's own ``partition_changed``.
+
+    :meth:`open` registers sync hook handlers (unique ids ``processhub.dashboard.<n>``) and
+    registry observers on ``hub``; :meth:`close` removes them and ends every stream. Events
     go to a ring buffer of ``history`` entries (sent with each snapshot) and to every
     client's queue; a client whose queue (``queue_size`` messages) is full is dropped.
 
@@ -622,6 +685,7 @@ class EventFeed:
     ) -> None:
         self.hub = hub
         self.events: deque[dict[str, Any]] = deque(maxlen=history)
+        self.child_events = ChildEvents(hub.registry)
         self.queue_size = queue_size
         self.snapshot_interval = snapshot_interval
         self.clients: set[_Client] = set()
@@ -645,6 +709,7 @@ class EventFeed:
             for hook in registered:
                 self.hub.hooks.cancel(hook, self._hook_id)
             raise
+        self.hub.registry.owner_observers.append(self._on_owner_changes)
         self.hub.registry.observers.append(self._observe)
         self._open = True
 
@@ -655,6 +720,8 @@ class EventFeed:
         self._open = False
         for hook in _FEED_HOOKS:
             self.hub.hooks.cancel(hook, self._hook_id)
+        with contextlib.suppress(ValueError):
+            self.hub.registry.owner_observers.remove(self._on_owner_changes)
         with contextlib.suppress(ValueError):
             self.hub.registry.observers.remove(self._observe)
         if self._timer is not None:
@@ -685,20 +752,33 @@ class EventFeed:
     def unsubscribe(self, client: _Client) -> None:
         self.clients.discard(client)
 
+    def publish(self, record: dict[str, Any]) -> None:
+        """Keep ``record`` in the recent events and send it to every client."""
+        self.events.append(record)
+        if self.clients:
+            self._broadcast(_sse("event", record))
+
     def _broadcast(self, message: bytes) -> None:
         for client in list(self.clients):
             if not client.offer(message):
                 self.clients.discard(client)
                 self.drops += 1
-                log.warning("dropped a slow /api/events client")
+                log.warning(
+                    "dropped a slow /api/events client", extra=fields(node_id=self.hub.node_id)
+                )
 
     def _on_event(self, event: HookEvent) -> None:
-        record = event_record(self.hub, event)
-        self.events.append(record)
-        if self.clients:
-            self._broadcast(_sse("event", record))
+        self.publish(event_record(self.hub, event))
+
+    def _publish_children(self, events: Iterable[ChildEvent]) -> None:
+        for event in events:
+            self.publish(child_event_record(self.hub, event))
+
+    def _on_owner_changes(self, changes: Sequence[OwnerChange]) -> None:
+        self._publish_children(self.child_events.owner_changes(changes))
 
     def _observe(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
+        self._publish_children(self.child_events.children_changed(child_ids, full))
         if not self.clients or self._timer is not None:
             return  # nobody listens, or a snapshot is already scheduled
         loop = asyncio.get_running_loop()
@@ -712,7 +792,9 @@ class EventFeed:
             try:
                 message = _sse("snapshot", self.snapshot())
             except Exception:
-                log.exception("rendering a dashboard snapshot failed")
+                log.exception(
+                    "rendering a dashboard snapshot failed", extra=fields(node_id=self.hub.node_id)
+                )
                 return
             self._broadcast(message)
 
@@ -829,7 +911,10 @@ class HttpServer:
         self.feed.open()
         host, port = self._server.sockets[0].getsockname()[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        log.info("http endpoints listening", extra={"address": self.address})
+        log.info(
+            "http endpoints listening",
+            extra=fields(node_id=self.hub.node_id, address=self.address),
+        )
         return self.address
 
     async def stop(self) -> None:
@@ -901,7 +986,9 @@ class HttpServer:
         try:
             return route()
         except Exception:
-            log.exception("http %s %s failed", method, target)
+            log.exception(
+                "http %s %s failed", method, target, extra=fields(node_id=self.hub.node_id)
+            )
             return 500, _TEXT, b"internal error\n"
 
     async def _respond(self, writer: asyncio.StreamWriter, response: _Response) -> None:

@@ -15,7 +15,6 @@ registry) -> static children. Every background task belongs to the Hub's TaskGro
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from hub.client import HubClient
@@ -32,6 +31,7 @@ from hub.errors import (
 )
 from hub.hooks import ChildRestarted, ChildStarted, Hooks, HubStopping, PartitionChanged
 from hub.http import HttpServer, HubMetrics
+from hub.logs import bind, fields, get_logger
 from hub.membership import Membership
 from hub.model import ChildHandle, NodeState
 from hub.quorum import QuorumGate
@@ -41,7 +41,7 @@ from hub.session import Session
 from hub.supervisor import Supervisor, WorkerExit
 from strategies.base import Guarantee
 
-log = logging.getLogger("hub")
+log = get_logger("hub")
 
 
 class Hub(HubClient):
@@ -153,6 +153,11 @@ class Hub(HubClient):
         """
         if self._tg is not None:
             raise HubClosed("hub already started")
+        # Every task started here inherits node_id in its log context (hub.logs).
+        with bind(node_id=self.config.node_id):
+            await self._start()
+
+    async def _start(self) -> None:
         cfg = self.config
         tg = asyncio.TaskGroup()
         await tg.__aenter__()
@@ -185,7 +190,7 @@ class Hub(HubClient):
                 revision = await self.membership.register()
                 await self.registry.wait_revision(revision)
             self._alive = True
-            log.info("node joined", extra={"hub_id": cfg.hub_id, "node_id": cfg.node_id})
+            log.info("node joined", extra=fields(node_id=cfg.node_id, hub_id=cfg.hub_id))
             if cfg.child_specs:
                 await self._start_static_children()
         except BaseException:
@@ -199,7 +204,7 @@ class Hub(HubClient):
                 await self.session.grant()
                 return
             except StoreError as exc:
-                log.warning("waiting for etcd: %s", exc)
+                log.warning("waiting for etcd: %s", exc, extra=fields(node_id=self.node_id))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
@@ -212,7 +217,12 @@ class Hub(HubClient):
         )
         for error in result.errors:
             if error.reason != "already_started":
-                log.warning("static child %r: %s", error.child_id, error.reason)
+                log.warning(
+                    "static child %r: %s",
+                    error.child_id,
+                    error.reason,
+                    extra=fields(node_id=self.node_id, child_id=error.child_id),
+                )
 
     async def stop(self, *, drain: bool = True) -> None:
         """Leave the cluster. With ``drain`` (default) children move to other nodes first.
@@ -224,6 +234,10 @@ class Hub(HubClient):
         await self._shutdown(drain=drain)
 
     async def _shutdown(self, *, drain: bool) -> None:
+        with bind(node_id=self.node_id):
+            await self._leave(drain=drain)
+
+    async def _leave(self, *, drain: bool) -> None:
         tg, self._tg = self._tg, None
         if tg is None:
             return
@@ -256,7 +270,7 @@ class Hub(HubClient):
             await tg.__aexit__(None, None, None)
             self._tasks.clear()
             await self.store.close()
-            log.info("node left", extra={"hub_id": self.hub_id, "node_id": self.node_id})
+            log.info("node left", extra=fields(node_id=self.node_id, hub_id=self.hub_id))
 
     async def _publish_load(self) -> None:
         """Publish how many children this node runs, when it changed noticeably."""
@@ -271,7 +285,9 @@ class Hub(HubClient):
     async def _obey_leave_request(self) -> None:
         """Drain when an operator asks this incarnation to leave; then set ``left``."""
         await self._leave_requested.wait()
-        log.warning("operator asked this node to drain and leave", extra={"node_id": self.node_id})
+        log.warning(
+            "operator asked this node to drain and leave", extra=fields(node_id=self.node_id)
+        )
         self.hooks.dispatch(HubStopping(self.node_id, True))
         await self._drain()
         self.left.set()
@@ -289,7 +305,11 @@ class Hub(HubClient):
                     await asyncio.sleep(0.01)
                     await self.reconciler.wait_idle()
         except TimeoutError:
-            log.warning("drain timed out with %d children still local", len(self.reconciler.owned))
+            log.warning(
+                "drain timed out with %d children still local",
+                len(self.reconciler.owned),
+                extra=fields(node_id=self.node_id),
+            )
 
     async def _checkpoint(self, child_id: str, token: int, state: Any) -> None:
         await self.reconciler.checkpoint(child_id, token, state)

@@ -27,16 +27,16 @@ tasks of each watch connection in its own TaskGroup.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import Sequence
 from typing import Protocol
 
 from hub.errors import RevisionCompacted, StoreError
+from hub.logs import get_logger
 from hub.store import Event, KeyValue, Store, WatchStream
 
-log = logging.getLogger("hub.informer")
+log = get_logger("hub.informer")
 
 
 class Sink(Protocol):

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hub.errors import ChildNotRunning, HandlerError, MailboxFull, NotCallable
+from hub.logs import fields, get_logger
 
-log = logging.getLogger("hub.mailbox")
+log = get_logger("hub.mailbox")
 
 Kind = Literal["call", "cast"]
 
@@ -127,7 +127,11 @@ class Mailbox:
                 )
             else:
                 log.warning(
-                    "handle_cast of %r raised %s: %s", self.child_id, type(exc).__name__, exc
+                    "handle_cast of %r raised %s: %s",
+                    self.child_id,
+                    type(exc).__name__,
+                    exc,
+                    extra=fields(node_id=self.node_id, child_id=self.child_id),
                 )
         else:
             if reply is not None and not reply.done():

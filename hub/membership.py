@@ -13,7 +13,6 @@ Ownership: the Hub runs :meth:`Membership.run` in its task group.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Mapping
 
@@ -21,11 +20,12 @@ from hub import __version__
 from hub.codec import encode_node
 from hub.errors import SessionLost, StoreError
 from hub.keys import KeySpace
+from hub.logs import fields, get_logger
 from hub.model import NodeInfo, NodeState
 from hub.session import Session
 from hub.store import Store
 
-log = logging.getLogger("hub.membership")
+log = get_logger("hub.membership")
 
 
 class Membership:
@@ -109,9 +109,11 @@ class Membership:
                     await self.register()
                     log.info(
                         "registered",
-                        extra={"node_id": self.node_id, "lease_id": f"{lease:x}"},
+                        extra=fields(node_id=self.node_id, lease_id=f"{lease:x}"),
                     )
                     break
                 except (StoreError, SessionLost) as exc:
-                    log.warning("membership write failed: %s", exc)
+                    log.warning(
+                        "membership write failed: %s", exc, extra=fields(node_id=self.node_id)
+                    )
                     await asyncio.sleep(0.2)

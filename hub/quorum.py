@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Callable
 
 from hub.errors import StoreError
 from hub.keys import KeySpace
+from hub.logs import fields, get_logger
 from hub.registry import Registry
 from hub.store import Store
 from strategies.base import MembershipView, PartitionStrategy, QuorumDecision, QuorumState
 
-log = logging.getLogger("hub.quorum")
+log = get_logger("hub.quorum")
 
 
 class QuorumGate:
@@ -66,7 +66,9 @@ class QuorumGate:
         try:
             self.state = QuorumState.from_dict(json.loads(kv.value)).resumed()
         except (ValueError, TypeError, KeyError) as exc:
-            log.warning("ignoring unreadable quorum state: %s", exc)
+            log.warning(
+                "ignoring unreadable quorum state: %s", exc, extra=fields(node_id=self.node_id)
+            )
 
     def decide(self) -> QuorumDecision:
         """One decision at the current membership; applies it. Pure but for the callback."""
@@ -80,7 +82,7 @@ class QuorumGate:
                 "%s partitioned mode: %s",
                 "entering" if decision.partitioned else "leaving",
                 decision.reason,
-                extra={"node_id": self.node_id},
+                extra=fields(node_id=self.node_id),
             )
             self.on_change(decision.partitioned, decision.reason)
         return decision
@@ -98,7 +100,7 @@ class QuorumGate:
         try:
             await self.load()
         except StoreError as exc:
-            log.warning("quorum state not loaded: %s", exc)
+            log.warning("quorum state not loaded: %s", exc, extra=fields(node_id=self.node_id))
         stored = None
         while True:
             self.decide()
@@ -109,7 +111,9 @@ class QuorumGate:
                     )
                     stored = self.state
                 except StoreError as exc:
-                    log.debug("quorum state not stored yet: %s", exc)
+                    log.debug(
+                        "quorum state not stored yet: %s", exc, extra=fields(node_id=self.node_id)
+                    )
             expiry = getattr(self.strategy, "next_expiry", None)
             wake = expiry(self.state) if callable(expiry) else None
             timeout = None if wake is None else max(0.05, wake - time.time())

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -47,6 +46,7 @@ from hub.hooks import (
     Hooks,
 )
 from hub.keys import KeySpace
+from hub.logs import fields, get_logger
 from hub.model import ChildSpec, OwnerRecord, OwnerState, RestartPolicy
 from hub.registry import OwnerEntry, Registry, SpecEntry
 from hub.session import Session
@@ -57,7 +57,7 @@ from strategies.bounded_load import BoundedLoad
 from strategies.migration import ColdSwap, MigrationStrategy
 from strategies.redundancy import Replication, Singularity
 
-log = logging.getLogger("hub.reconciler")
+log = get_logger("hub.reconciler")
 
 _UNKNOWN = "\0unknown"  # not a valid node id
 
@@ -299,6 +299,9 @@ class Reconciler:
         self.rounds = 0
         #: called after every reconcile round: (seconds, actions) — metrics
         self.round_observer: Callable[[float, int], None] | None = None
+        #: called per child this node handed to another node (migration kind "hot" or
+        #: "cold", seconds from the decision to release it to the commit of the release)
+        self.handover_observer: Callable[[str, float], None] | None = None
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -465,12 +468,13 @@ class Reconciler:
                         continue
                     self._dirty -= ready
                     actions = self._plan(ready)
+                    decided = time.monotonic()
                     if not actions:
                         self._check_idle()
                         continue
                     self._in_flight.update(actions.keys())
                     await self._rounds.acquire()
-                    tg.create_task(self._execute(actions))
+                    tg.create_task(self._execute(actions, decided))
             finally:
                 self._tg = None
 
@@ -543,7 +547,8 @@ class Reconciler:
                 out[child_id] = action
         return out
 
-    async def _execute(self, actions: Mapping[str, Action]) -> None:
+    async def _execute(self, actions: Mapping[str, Action], decided: float) -> None:
+        """Run one round's actions; ``decided`` is when :meth:`_plan` chose them."""
         self.rounds += 1
         began = time.monotonic()
         groups: dict[Action, list[str]] = {}
@@ -556,7 +561,7 @@ class Reconciler:
                     if Action.ACQUIRE in groups:
                         tg.create_task(self._acquire(groups[Action.ACQUIRE], retry))
                     if Action.RELEASE in groups:
-                        tg.create_task(self._release(groups[Action.RELEASE], retry))
+                        tg.create_task(self._release(groups[Action.RELEASE], retry, decided))
                     if Action.STOP_LOCAL in groups:
                         tg.create_task(self._stop_local(groups[Action.STOP_LOCAL]))
                     if Action.CLEAR_FOREIGN in groups:
@@ -568,7 +573,7 @@ class Reconciler:
                     if Action.REPLICA_DOWN in groups:
                         tg.create_task(self._replica_down(groups[Action.REPLICA_DOWN], retry))
             except Exception as exc:  # a bug or an unexpected error must not kill the loop
-                log.exception("reconcile round failed: %s", exc)
+                log.exception("reconcile round failed: %s", exc, extra=fields(node_id=self.node_id))
                 retry.extend(actions.keys())
             if retry:
                 # Outcome unknown or etcd unavailable: look again after a jittered pause.
@@ -636,7 +641,12 @@ class Reconciler:
         for entry, result in zip(entries, results, strict=True):
             child_id = entry.spec.id
             if isinstance(result, BaseException):
-                log.warning("acquire of %r failed: %s", child_id, result)
+                log.warning(
+                    "acquire of %r failed: %s",
+                    child_id,
+                    result,
+                    extra=fields(node_id=self.node_id, child_id=child_id),
+                )
                 retry.append(child_id)
                 continue
             if not result.succeeded:
@@ -671,7 +681,13 @@ class Reconciler:
             try:
                 record = decode_state(kv.key, kv.value)
             except CorruptRecord as exc:
-                log.warning("ignoring %s state of %r: %s", source, child_id, exc)
+                log.warning(
+                    "ignoring %s state of %r: %s",
+                    source,
+                    child_id,
+                    exc,
+                    extra=fields(node_id=self.node_id, child_id=child_id),
+                )
                 continue
             candidate = (record.token, rank, record.value, source)
             if best is None or candidate[:2] > best[:2]:
@@ -724,7 +740,12 @@ class Reconciler:
                 state_source=source,
             )
         except (HubClosed, ValueError) as exc:
-            log.warning("could not start %r: %s", child_id, exc)
+            log.warning(
+                "could not start %r: %s",
+                child_id,
+                exc,
+                extra=fields(node_id=self.node_id, child_id=child_id, token=token),
+            )
 
     def _adopt(self, child_ids: list[str]) -> None:
         lease = self.session.lease_id
@@ -740,17 +761,21 @@ class Reconciler:
             ):
                 self._start(child_id, owner.create_revision, lease)
 
-    async def _release(self, child_ids: list[str], retry: list[str]) -> None:
+    async def _release(self, child_ids: list[str], retry: list[str], decided: float) -> None:
         """Stop, then delete the owner key, in chunks of one txn's worth.
 
         Chunks pipeline the hand-over: the new owners can start the first children while
         this node is still stopping the rest. With a hot-swap migration, a child that moves
         (its spec still exists) hands its state over in the very txn that releases it.
+        ``decided`` (monotonic) is when the release was decided: each moving child's
+        hand-over lasts from then to the commit of its txn (:attr:`handover_observer`).
         """
         futures = []
         released = []
         migration = self.migration
         specs = self.registry.specs
+        committed: dict[str, float] = {}
+        timed = self.handover_observer is not None
         for first in range(0, len(child_ids), RELEASE_CHUNK):
             chunk = child_ids[first : first + RELEASE_CHUNK]
             moving = migration.handover and any(c in specs for c in chunk)
@@ -769,28 +794,50 @@ class Reconciler:
                     try:
                         value = encode_state(states[child_id], token, now)
                     except InvalidSpec as exc:
-                        log.warning("%r moves without state: %s", child_id, exc)
+                        log.warning(
+                            "%r moves without state: %s",
+                            child_id,
+                            exc,
+                            extra=fields(node_id=self.node_id, child_id=child_id, token=token),
+                        )
                     else:
                         success.append(op_put(self.keys.handover(child_id), value, handover_lease))
                 op = op_txn([cmp_create(owner_key, "=", token)], success)
                 released.append(child_id)
-                futures.append(self.batcher.submit(op, owner_key))
+                future = self.batcher.submit(op, owner_key)
+                if timed and child_id in specs:
+                    future.add_done_callback(_stamp(committed, child_id))
+                futures.append(future)
         results = await asyncio.gather(*futures, return_exceptions=True)
         migrated: dict[str, str] = {}
+        kind = "hot" if migration.handover else "cold"
         for child_id, result in zip(released, results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("release of %r failed: %s", child_id, result)
+                log.warning(
+                    "release of %r failed: %s",
+                    child_id,
+                    result,
+                    extra=fields(node_id=self.node_id, child_id=child_id),
+                )
                 retry.append(child_id)
                 continue
             token = self.owned.pop(child_id, None) or 0
             if token:
                 self._released[child_id] = token
             moving = child_id in specs
+            if moving and result.succeeded and child_id in committed:
+                self._observe_handover(kind, committed[child_id] - decided)
             self.hooks.dispatch(ChildStopped(child_id, token, "migrated" if moving else "stopped"))
             if moving:
                 migrated[child_id] = self.placement(child_id) or ""
         if migrated:
             self.hooks.dispatch(ChildrenMigrated(migrated))
+
+    def _observe_handover(self, kind: str, seconds: float) -> None:
+        observer = self.handover_observer
+        if observer is not None:
+            with contextlib.suppress(Exception):
+                observer(kind, seconds)
 
     async def _replica_up(self, child_ids: list[str], retry: list[str]) -> None:
         """Publish ``replicas/{id}/{me}`` and start a non-primary instance."""
@@ -818,7 +865,12 @@ class Reconciler:
             try:
                 self.supervisor.start(entry.spec, fencing_token=0, incarnation=lease, role=role)
             except (HubClosed, ValueError) as exc:
-                log.warning("could not start replica of %r: %s", child_id, exc)
+                log.warning(
+                    "could not start replica of %r: %s",
+                    child_id,
+                    exc,
+                    extra=fields(node_id=self.node_id, child_id=child_id),
+                )
 
     async def _replica_down(self, child_ids: list[str], retry: list[str]) -> None:
         """Stop local replicas and withdraw their keys."""
@@ -843,7 +895,11 @@ class Reconciler:
         try:
             lease_id, granted = await self.session.store.lease_grant(ttl)
         except StoreError as exc:
-            log.warning("no lease for handed-over state (%s); moving without state", exc)
+            log.warning(
+                "no lease for handed-over state (%s); moving without state",
+                exc,
+                extra=fields(node_id=self.node_id),
+            )
             return 0
         self._handover_lease = (lease_id, now + granted)
         return lease_id
@@ -886,12 +942,21 @@ class Reconciler:
             if owner is None:
                 continue
             owner_key = self.keys.owner(child_id)
-            log.warning("deleting undecodable lease-less owner key of %r", child_id)
+            log.warning(
+                "deleting undecodable lease-less owner key of %r",
+                child_id,
+                extra=fields(node_id=self.node_id, child_id=child_id),
+            )
             op = op_txn([cmp_mod(owner_key, "=", owner.mod_revision)], [op_delete(owner_key)])
             try:
                 await self.batcher.submit(op, owner_key)
             except Exception as exc:
-                log.warning("could not clear owner key of %r: %s", child_id, exc)
+                log.warning(
+                    "could not clear owner key of %r: %s",
+                    child_id,
+                    exc,
+                    extra=fields(node_id=self.node_id, child_id=child_id),
+                )
                 retry.append(child_id)
 
     async def fence(self) -> None:
@@ -971,7 +1036,14 @@ class Reconciler:
             return
         exc = fut.exception()
         if exc is not None and not isinstance(exc, HubClosed):
-            log.warning("state write for %r failed (%s); it will be retried", child_id, exc)
+            log.warning(
+                "state write for %r failed (%s); it will be retried",
+                child_id,
+                exc,
+                extra=fields(
+                    node_id=self.node_id, child_id=child_id, token=self.owned.get(child_id)
+                ),
+            )
             self._rewrite_later(child_id)
 
     def _rewrite_later(self, child_id: str) -> None:
@@ -983,3 +1055,12 @@ class Reconciler:
                 self._write_owner(child_id, token, OwnerState.RUNNING, 0)
 
         asyncio.get_running_loop().call_later(0.5 + random.random() * 0.5, again)
+
+
+def _stamp(stamps: dict[str, float], child_id: str) -> Callable[[asyncio.Future[Any]], None]:
+    """A done callback noting when ``child_id``'s write completed (monotonic)."""
+
+    def stamp(_: asyncio.Future[Any]) -> None:
+        stamps[child_id] = time.monotonic()
+
+    return stamp

@@ -15,7 +15,6 @@ nobody starts a second instance next to it.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,10 +37,11 @@ from hub.hooks import (
     NodeLeft,
 )
 from hub.keys import KeySpace, Kind
+from hub.logs import get_logger
 from hub.model import ChildHandle, ChildSpec, NodeInfo, NodeState, OwnerRecord, OwnerState
 from hub.store import Event, KeyValue
 
-log = logging.getLogger("hub.registry")
+log = get_logger("hub.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +83,17 @@ class ReplicaEntry:
     handle: ChildHandle
 
 
+@dataclass(frozen=True, slots=True)
+class OwnerChange:
+    """One put or delete of ``owners/{id}``, in watch order: the handle before and after
+    (None: no owner key, or an undecodable one). Lets observers see every transition
+    (owner created, state changed, owner gone) without keeping a copy of the registry."""
+
+    child_id: str
+    before: ChildHandle | None
+    after: ChildHandle | None
+
+
 class Listener(Protocol):
     """Told what changed after each applied batch (or listing)."""
 
@@ -109,6 +120,10 @@ class Registry:
         #: Extra observers (metrics, dashboards, benchmarks): called after every batch with
         #: every touched child id, owner state changes included. Must be quick.
         self.observers: list[Callable[[set[str], bool, bool], None]] = []
+        #: Called after every watch batch (not after a relist: that is no news) with the
+        #: batch's owner changes in order, before ``observers``. Must be quick.
+        self.owner_observers: list[Callable[[Sequence[OwnerChange]], None]] = []
+        self._owner_changes: list[OwnerChange] = []
         #: node-local hooks (set by the Hub); registry hooks fire on every node
         self.hooks: Hooks | None = None
         self._registered: list[ChildHandle] = []
@@ -193,6 +208,9 @@ class Registry:
                 self.owners[ident] = OwnerEntry(
                     record, create_revision, mod_revision, lease, handle
                 )
+                if self.owner_observers:
+                    before = previous.handle if previous is not None else None
+                    self._owner_changes.append(OwnerChange(ident, before, handle))
                 if (
                     previous is not None
                     and previous.create_revision == create_revision
@@ -262,6 +280,8 @@ class Registry:
             if self.owners.pop(ident, None) is not None:
                 gone = self.handles.pop(ident, None)
                 touched.add(ident)
+                if self.owner_observers and gone is not None:
+                    self._owner_changes.append(OwnerChange(ident, gone, None))
                 if gone is not None and self._collecting(HookName.CHILDREN_UNREGISTERED):
                     self._unregistered.append((ident, gone.node_id))
         elif kind is Kind.SPEC:
@@ -319,6 +339,13 @@ class Registry:
                 self._registered, self._unregistered, self._joined, self._left = [], [], [], []
             else:
                 self._dispatch_hooks()
+        changes, self._owner_changes = self._owner_changes, []
+        if changes and not full:
+            for owner_observer in self.owner_observers:
+                try:
+                    owner_observer(changes)
+                except Exception:
+                    log.exception("registry owner observer failed")
         if self.observers:
             everything = touched | state_only
             for observer in self.observers:

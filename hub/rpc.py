@@ -44,11 +44,10 @@ from __future__ import annotations
 import enum
 import hmac
 import ipaddress
-import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeVar
 
@@ -77,6 +76,7 @@ from hub.errors import (
     StaleHandle,
     WrongHub,
 )
+from hub.logs import fields, get_logger
 from hub.store import TlsConfig
 
 __all__ = [
@@ -96,7 +96,7 @@ __all__ = [
     "server_options",
 ]
 
-log = logging.getLogger("hub.rpc")
+log = get_logger("hub.rpc")
 
 #: Schema of the messages this node writes; a request without one (0) is refused.
 SCHEMA: Final = 1
@@ -195,7 +195,7 @@ class RpcConfig:
     advertise: str | None = None
     tls: ServerTls | None = None
     client_tls: TlsConfig | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never in logs or reprs
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     call_timeout: float = 5.0
 
@@ -618,7 +618,12 @@ class _Servicer(pb_grpc.NodeRpcServicer):
         context: grpc.aio.ServicerContext,
     ) -> dict[str, Any]:
         if not self._is_authorized(context):
-            log.warning("refused an RPC from %s: missing or wrong token", context.peer())
+            # Never log what the peer sent: a wrong token may be a near miss of the right one.
+            log.warning(
+                "refused an RPC from %s: missing or wrong token",
+                context.peer(),
+                extra=fields(node_id=self._node_id or None, peer=context.peer()),
+            )
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
         if schema < 1:
             return self._refusal(ReplyStatus.BAD_PAYLOAD, "request without a schema")
@@ -639,11 +644,24 @@ class _Servicer(pb_grpc.NodeRpcServicer):
             if isinstance(exc, TimeoutError):  # e.g. no room in the mailbox in time
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
             else:
-                log.error("dispatcher raised %s for child %r", failure, data.child_id)
+                log.error(
+                    "dispatcher raised %s for child %r",
+                    failure,
+                    data.child_id,
+                    extra=fields(
+                        node_id=self._node_id, child_id=data.child_id, token=data.fencing_token
+                    ),
+                )
         except TimeoutError:
             code, failure = grpc.StatusCode.DEADLINE_EXCEEDED, "timed out"
         except Exception as exc:
-            log.exception("dispatcher failed for child %r", data.child_id)
+            log.exception(
+                "dispatcher failed for child %r",
+                data.child_id,
+                extra=fields(
+                    node_id=self._node_id, child_id=data.child_id, token=data.fencing_token
+                ),
+            )
             failure = type(exc).__name__
         await context.abort(code, f"dispatch failed: {failure}")
         raise AssertionError("unreachable")  # pragma: no cover; abort() raises
@@ -663,7 +681,12 @@ class _Servicer(pb_grpc.NodeRpcServicer):
         size = message.ByteSize()
         if size <= self._limit:
             return message
-        log.warning("reply of %d bytes exceeds the %d byte limit", size, self._limit)
+        log.warning(
+            "reply of %d bytes exceeds the %d byte limit",
+            size,
+            self._limit,
+            extra=fields(node_id=self._node_id or None),
+        )
         return message_type(
             schema=SCHEMA,
             status=int(ReplyStatus.TOO_LARGE),
@@ -742,7 +765,13 @@ class RpcServer:
         host, _ = _split_host_port(cfg.bind, "RPC bind address", allow_port_zero=True)
         self._server = server
         self._address = cfg.advertise or f"{host}:{port}"
-        log.info("RPC server listening on %s:%d (advertised %s)", host, port, self._address)
+        log.info(
+            "RPC server listening on %s:%d (advertised %s)",
+            host,
+            port,
+            self._address,
+            extra=fields(node_id=self._servicer._node_id or None, address=self._address),
+        )
         return self._address
 
     async def stop(self, grace: float | None = 1.0) -> None:

@@ -18,15 +18,15 @@ Ownership: the Hub owns the Session and runs :meth:`Session.run` in its task gro
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 
 from hub.errors import SessionLost, StoreError
+from hub.logs import get_logger
 from hub.store import Store
 
-log = logging.getLogger("hub.session")
+log = get_logger("hub.session")
 
 
 class Session:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,8 +48,9 @@ from hub.errors import (
     StoreUnavailable,
 )
 from hub.keys import prefix_end
+from hub.logs import get_logger
 
-log = logging.getLogger("hub.store")
+log = get_logger("hub.store")
 
 #: etcd's default ``--max-txn-ops``. etcd checks a txn level against this budget and each
 #: nested txn against what is left: ``outer ops + widest nested level <= 128``, where a
@@ -120,7 +120,7 @@ class EtcdConfig:
     endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
     tls: TlsConfig | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs or reprs
     request_timeout: float = 5.0
     keepalive_time: float = 10.0
     keepalive_timeout: float = 5.0

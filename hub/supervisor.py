@@ -52,7 +52,6 @@ import asyncio
 import copy
 import enum
 import inspect
-import logging
 import random
 import time
 import types
@@ -71,6 +70,7 @@ from hub.errors import (
     WorkerCrashed,
     WorkerStartFailed,
 )
+from hub.logs import bind_task, fields, get_logger
 from hub.mailbox import DEFAULT_CAPACITY as DEFAULT_MAILBOX_CAPACITY
 from hub.mailbox import Mailbox
 from hub.model import ChildSpec, RestartPolicy
@@ -91,7 +91,7 @@ __all__ = [
     "backoff_delay",
 ]
 
-logger = logging.getLogger("hub.supervisor")
+logger = get_logger("hub.supervisor")
 
 _P = ParamSpec("_P")
 
@@ -219,14 +219,7 @@ class _StartWindow:
             loop.call_soon(self.tick, loop, left - 1)
             return
         self.started = True
-        child = self.child
-        self.supervisor._notify(
-            child,
-            self.supervisor._events.worker_started,
-            child.spec.id,
-            child.fencing_token,
-            self.restarts,
-        )
+        self.supervisor._started(self.child, self.restarts)
 
     def close(self) -> None:
         self.closed = True
@@ -402,7 +395,7 @@ class Supervisor:
 
     async def _collect_states(self, children: list[_Child], timeout: float) -> dict[str, Any]:
         states: dict[str, Any] = {}
-        pending: list[tuple[str, Awaitable[Any]]] = []
+        pending: list[tuple[_Child, Awaitable[Any]]] = []
         for child in children:
             getter = getattr(child.instance, "handover_state", None)
             if getter is None or not callable(getter):
@@ -411,11 +404,14 @@ class Supervisor:
                 value = getter()
             except Exception as exc:
                 logger.warning(
-                    "handover_state of %r raised: %s", child.spec.id, describe_exception(exc)
+                    "handover_state of %r raised: %s",
+                    child.spec.id,
+                    describe_exception(exc),
+                    extra=self._extra(child),
                 )
                 continue
             if inspect.isawaitable(value):
-                pending.append((child.spec.id, value))
+                pending.append((child, value))
             elif value is not None:
                 states[child.spec.id] = value
         if pending:
@@ -425,13 +421,22 @@ class Supervisor:
                         *(_await(value) for _, value in pending), return_exceptions=True
                     )
             except TimeoutError:
-                logger.warning("handover_state timed out for %d child(ren)", len(pending))
+                logger.warning(
+                    "handover_state timed out for %d child(ren)",
+                    len(pending),
+                    extra=fields(node_id=self._node_id),
+                )
                 results = []
-            for (child_id, _), result in zip(pending, results, strict=False):
+            for (child, _), result in zip(pending, results, strict=False):
                 if isinstance(result, BaseException):
-                    logger.warning("handover_state of %r raised: %s", child_id, result)
+                    logger.warning(
+                        "handover_state of %r raised: %s",
+                        child.spec.id,
+                        describe_exception(result),
+                        extra=self._extra(child),
+                    )
                 elif result is not None:
-                    states[child_id] = result
+                    states[child.spec.id] = result
         return states
 
     async def _checkpoint(self, child_id: str, token: int, state: Any) -> None:
@@ -526,7 +531,10 @@ class Supervisor:
         )
         if pending:
             logger.error(
-                "%d worker(s) ignored cancellation for %.1fs", len(pending), self._stop_timeout
+                "%d worker(s) ignored cancellation for %.1fs",
+                len(pending),
+                self._stop_timeout,
+                extra=fields(node_id=self._node_id),
             )
             for child in children:
                 if child.task in pending:
@@ -537,7 +545,8 @@ class Supervisor:
             del self._children[child.spec.id]
 
     def _extra(self, child: _Child) -> dict[str, object]:
-        return {"child_id": child.spec.id, "fencing_token": child.fencing_token}
+        """Log fields of a line about ``child``."""
+        return fields(node_id=self._node_id, child_id=child.spec.id, token=child.fencing_token)
 
     def _log_ignored_cancellation(self, child: _Child) -> None:
         logger.error(
@@ -562,6 +571,19 @@ class Supervisor:
                 extra=self._extra(child),
             )
 
+    def _started(self, child: _Child, restarts: int) -> None:
+        """An instance passed its start window: log it, report ``worker_started``."""
+        logger.info(
+            "child %r started (fencing token %d, restart %d)",
+            child.spec.id,
+            child.fencing_token,
+            restarts,
+            extra={**self._extra(child), "restarts": restarts},
+        )
+        self._notify(
+            child, self._events.worker_started, child.spec.id, child.fencing_token, restarts
+        )
+
     def _finish(self, child: _Child, outcome: _Outcome) -> None:
         """Report the final exit; the id is released first so the hub may start it again."""
         self._forget(child)
@@ -578,6 +600,8 @@ class Supervisor:
     async def _supervise(self, child: _Child) -> None:
         """One child's life on this node: run, apply the policy, back off, run again."""
         spec = child.spec
+        # This task's log context: the worker's own log lines name the child too.
+        bind_task(node_id=self._node_id, child_id=spec.id, token=child.fencing_token)
         restarts = 0
         recent_restarts: deque[float] = deque()  # clock() of restarts inside the window
         backoff_attempt = 0
@@ -706,7 +730,7 @@ class Supervisor:
             if error is not None:
                 return self._start_failed(child, _failure_reason(error), error)
             # A normal return inside the window: it did start, then exited normally.
-            self._notify(child, self._events.worker_started, spec.id, child.fencing_token, restarts)
+            self._started(child, restarts)
         if error is None:
             return _Outcome(ExitKind.NORMAL, "normal")
         return self._crashed(child, _failure_reason(error), error)

@@ -23,8 +23,8 @@ import pytest
 from support.wait import wait_until
 
 from hub import ChildSpec, Hub
-from hub.hooks import ChildRestarted
-from hub.http import children_view
+from hub.child_events import ChildEvent
+from hub.http import child_event_record, children_view
 
 COUNTER = "hub.demo:Counter"
 NODES = ("d1", "d2", "d3")
@@ -175,6 +175,13 @@ async def test_event_stream_follows_the_cluster(cluster: list[Hub]) -> None:
         assert sum(snapshot_counts(first).values()) == len(ids)
         assert {n["node_id"] for n in first["nodes"]["nodes"]} == set(NODES)
         assert any(e["kind"] == "node_joined" for e in first["events"])
+        # Child events are cluster-wide: d1 reports starts on the other nodes too.
+        last_node = {}
+        for event in first["events"]:
+            if event["kind"] in ("child_started", "child_moved"):
+                last_node[event["child_id"]] = event["node"]
+        assert last_node == {c: d1.registry.handles[c].node_id for c in ids}
+        assert set(last_node.values()) - {"d1"}
 
         more = [f"b-{i}" for i in range(3)]
         await start(d1, more)
@@ -340,9 +347,8 @@ async def test_a_slow_client_is_dropped(cluster: list[Hub]) -> None:
         feed.queue_size = 4
         slow = feed.subscribe()  # never read: its queue fills
         for i in range(10):
-            d1.hooks.dispatch(
-                ChildRestarted(child_id=f"x-{i}", fencing_token=1, restarts=i, reason="boom")
-            )
+            event = ChildEvent("child_restarted", f"x-{i}", "d1", 1, i, "boom")
+            feed.publish(child_event_record(d1, event))
         assert slow.dropped and slow not in feed.clients
         assert feed.drops >= 1
         assert await slow.queue.get() is None  # its stream ends at once

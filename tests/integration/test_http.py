@@ -14,8 +14,11 @@ from support.wait import wait_until
 
 from hub import ChildSpec, Hub
 from hub.http import CHILD_STATES, HttpServer, HubMetrics, children_view
+from integration import state_workers
+from strategies.migration import ColdSwap, HotSwap
 
 COUNTER = "hub.demo:Counter"
+STATEFUL = f"{state_workers.__name__}:Counter"
 
 
 async def request(
@@ -165,7 +168,9 @@ async def test_metrics_match_the_registry(node: tuple[Hub, str]) -> None:
     assert info == {(("hub_id", "h"), ("node_id", "n1")): 1}
 
     await hub.stop_child(ids[0])
-    await wait_until(lambda: ids[0] not in hub.registry.specs, 10)
+    # Spec and owner both gone: nothing about it changes any more while we scrape.
+    registry = hub.registry
+    await wait_until(lambda: ids[0] not in registry.specs and ids[0] not in registry.owners, 10)
     samples = await scrape(address)
     assert samples["processhub_registry_specs"][()] == 4
     assert by_state(samples, "processhub_registry_children") == registry_states(hub, local=False)
@@ -271,3 +276,59 @@ async def test_latency_metrics_and_time_without_owner(etcd_endpoint: str, hub_pr
         txn = samples["processhub_etcd_request_seconds_count"]
         assert sum(v for labels, v in txn.items() if ("method", "Txn") in labels) > 0
         assert sum(samples["processhub_reconcile_round_seconds_count"].values()) > 0
+
+
+@pytest.mark.parametrize(
+    ("migration", "kind"), [(ColdSwap(), "cold"), (HotSwap(state_timeout=2.0), "hot")]
+)
+async def test_handover_duration_per_child_released_on_join(
+    etcd_endpoint: str, hub_prefix: str, migration: ColdSwap | HotSwap, kind: str
+) -> None:
+    """A join moves children off the first node: it observes one hand-over per child it
+    released, measured from its decision to the commit of the release."""
+    options: dict[str, Any] = {
+        "endpoints": [etcd_endpoint],
+        "lease_ttl": 3,
+        "prefix": hub_prefix,
+        "migration": migration,
+    }
+    async with Hub("h", node_id="y1", http="127.0.0.1:0", **options) as first:
+        assert first.http_server is not None
+        address = first.http_server.address
+        ids = [f"hand-{i}" for i in range(24)]
+        result = await first.start_children(
+            [ChildSpec(id=c, start=STATEFUL) for c in ids], wait=True, timeout=10
+        )
+        assert result.ok and {h.node_id for h in result.started} == {"y1"}
+        samples = await scrape(address)
+        assert samples["processhub_handover_duration_seconds_count"] == {(("migration", kind),): 0}
+
+        async with Hub("h", node_id="y2", http="127.0.0.1:0", **options) as second:
+            await wait_until(
+                lambda: all(
+                    (h := first.get_pid(c)) is not None
+                    and h.is_running
+                    and h.node_id == second.placement(c)
+                    for c in ids
+                ),
+                15,
+            )
+            moved = [c for c in ids if first.get_pid(c).node_id == "y2"]  # type: ignore[union-attr]
+            assert moved and len(moved) < len(ids)
+            await wait_until(first.is_settled, 10)
+            samples = await scrape(address)
+            labels = (("migration", kind),)
+            assert samples["processhub_handover_duration_seconds_count"][labels] == len(moved)
+            total = samples["processhub_handover_duration_seconds_sum"][labels]
+            assert 0 < total < len(moved) * 5.0  # each took more than nothing, far below 5 s
+            buckets = {
+                dict(labels)["le"]: value
+                for labels, value in samples["processhub_handover_duration_seconds_bucket"].items()
+                if dict(labels)["migration"] == kind
+            }
+            assert buckets["+Inf"] == len(moved)
+            assert buckets["0.001"] <= buckets["1.0"] <= buckets["30.0"] == len(moved)
+            # The node that only acquired released nothing.
+            count = "processhub_handover_duration_seconds_count"
+            registry = HubMetrics.of(second).registry
+            assert registry.get_sample_value(count, {"migration": kind}) == 0

@@ -495,7 +495,7 @@ async def test_crash_is_logged_with_child_id_and_fencing_token(
     (record,) = [r for r in caplog.records if "crashed" in r.getMessage()]
     assert record.levelno == logging.ERROR
     assert record.child_id == "c1"  # type: ignore[attr-defined]
-    assert record.fencing_token == 77  # type: ignore[attr-defined]
+    assert record.token == 77  # type: ignore[attr-defined]
     assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
 
 
