@@ -233,16 +233,29 @@ class Hub(HubClient):
             return
         await self._shutdown(drain=drain)
 
+    async def abort(self) -> None:
+        """Stop as if the process had died: no drain, no ``HUB_STOPPING`` hook, and the lease
+        is left to expire, so other nodes take the children over about one TTL later.
+
+        For fault drills and tests (``hub.testing``'s ``kill``). Unlike a real crash the
+        workers are cancelled, so their ``finally`` blocks run.
+        """
+        if self._tg is None:
+            return
+        with bind(node_id=self.node_id):
+            await self._leave(drain=False, crash=True)
+
     async def _shutdown(self, *, drain: bool) -> None:
         with bind(node_id=self.node_id):
             await self._leave(drain=drain)
 
-    async def _leave(self, *, drain: bool) -> None:
+    async def _leave(self, *, drain: bool, crash: bool = False) -> None:
         tg, self._tg = self._tg, None
         if tg is None:
             return
         self._stopping = True
-        self.hooks.dispatch(HubStopping(self.node_id, drain))
+        if not crash:
+            self.hooks.dispatch(HubStopping(self.node_id, drain))
         try:
             if drain and self._alive and self.session.is_valid():
                 await self._drain()
@@ -254,7 +267,10 @@ class Hub(HubClient):
             await self.supervisor.stop_all()
             await self._cancel("supervisor")
             await self._cancel("session")
-            await self.session.revoke()
+            if crash:
+                self.session.abandon()
+            else:
+                await self.session.revoke()
             for name in ("batcher", "informer"):
                 await self._cancel(name)
             try:  # let hooks dispatched while leaving run, within their own timeout

@@ -171,6 +171,12 @@ class Session:
             self._deadline = sent + ttl - self.margin
             next_send = sent + interval
 
+    def abandon(self) -> None:
+        """Forget the lease without revoking it, as a crashed process would: etcd expires it
+        after the TTL, and with it every key it holds (fault drills and ``Hub.abort``)."""
+        self._lease_id = 0
+        self._valid.clear()
+
     async def revoke(self) -> None:
         """Give the lease back (graceful leave), bounded by the TTL: after that it is gone."""
         lease_id, self._lease_id = self._lease_id, 0
