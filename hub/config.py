@@ -84,6 +84,13 @@ class HubConfig:
             raise ConfigError("child_specs contains duplicate ids")
         if self.allowed_targets is not None and isinstance(self.allowed_targets, str):
             raise ConfigError("allowed_targets must be a sequence of patterns, not a str")
+        if self.address and self.rpc is not None:
+            # With node RPC on, the published address is where peers dial for call/cast:
+            # one set here instead (a bare pod IP, say) would send every call astray.
+            raise ConfigError(
+                "address is the node's RPC address when node RPC is on: "
+                "set rpc=RpcConfig(advertise=...) (--rpc-advertise) instead"
+            )
 
 
 def make_config(
@@ -101,6 +108,8 @@ def make_config(
     """Build a HubConfig from Hub's keyword arguments."""
     if isinstance(endpoints, str):
         endpoints = endpoints.split(",")
+    if isinstance(allowed_targets, str):  # tuple("app.*") would allow single characters
+        raise ConfigError("allowed_targets must be a sequence of patterns, not a str")
     etcd = EtcdConfig(
         endpoints=tuple(endpoints),
         tls=tls,

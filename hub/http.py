@@ -149,6 +149,8 @@ def readiness(hub: Hub) -> str | None:
         return "informer has not synced"
     if not hub.session.is_valid():
         return "no valid lease"
+    if hub.stop_requested:
+        return "node is stopping"
     if hub.membership.state is NodeState.DRAINING or hub.reconciler.draining:
         return "node is draining"
     if hub.quorum.partitioned:

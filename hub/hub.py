@@ -121,6 +121,8 @@ class Hub(HubClient):
         # Availability mode keeps workers through a lease loss (see strategies.partition).
         self.reconciler.keep_running = Guarantee.AVAILABLE_DURING_OUTAGE in cfg.partition.guarantees
         self._stopping = False
+        #: Set by :meth:`stop_serving`: /readyz answers 503 from then on.
+        self.stop_requested = False
         self._leave_requested = asyncio.Event()
         #: Set once this node drained and left because an operator asked (HubClient.drain).
         #: Embedders should then leave their ``async with Hub(...)`` block.
@@ -171,9 +173,8 @@ class Hub(HubClient):
                     await self.http_server.start()
                 await self.store.connect()
                 if self.rpc_server is not None:
-                    address = await self.rpc_server.start()
-                    if not self.config.address:
-                        self.membership.address = address  # advertised in the node record
+                    # advertised in the node record: where peers dial for call/cast
+                    self.membership.address = await self.rpc_server.start()
                 await self._first_lease()
                 self._spawn("session", self.session.run())
                 self._spawn("informer", self.informer.run())
@@ -233,6 +234,15 @@ class Hub(HubClient):
             return
         await self._shutdown(drain=drain)
 
+    def stop_serving(self) -> None:
+        """Announce that this node is about to stop: ``/readyz`` answers 503 from now on.
+
+        Call it first when shutting down, before stopping anything the application serves
+        beside the node, so load balancers stop routing to it while it still answers.
+        :meth:`stop` implies it.
+        """
+        self.stop_requested = True
+
     async def abort(self) -> None:
         """Stop as if the process had died: no drain, no ``HUB_STOPPING`` hook, and the lease
         is left to expire, so other nodes take the children over about one TTL later.
@@ -254,6 +264,7 @@ class Hub(HubClient):
         if tg is None:
             return
         self._stopping = True
+        self.stop_requested = True
         if not crash:
             self.hooks.dispatch(HubStopping(self.node_id, drain))
         try:
