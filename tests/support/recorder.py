@@ -13,6 +13,8 @@ import json
 import os
 import time
 
+from examples.tenants.limiter import Bucket
+from examples.tenants.worker import TenantLimiter
 from hub.worker import Context
 
 _fd: int | None = None
@@ -108,3 +110,36 @@ class Echo(Recorded):
 
     async def handle_call(self, message: object) -> object:
         return {"echo": message, "node": self.ctx.node_id, "token": self.ctx.fencing_token}
+
+
+class RecordedTenant(TenantLimiter):
+    """The tenants example's worker (examples/tenants), recording its activations.
+
+    ``start`` carries the counts it starts from and their source, ``stop`` the counts it
+    stopped with (what ``handover_state`` then hands over): a test can check that a handed
+    over bucket arrives exactly as it left.
+    """
+
+    def initial_bucket(self, ctx: Context) -> Bucket:
+        bucket = super().initial_bucket(ctx)
+        _write({"ev": "start", "t": time.monotonic(), "pid": os.getpid(), **_tenant(ctx, bucket)})
+        return bucket
+
+    async def run(self, ctx: Context) -> None:
+        try:
+            await super().run(ctx)
+        finally:
+            if self.bucket is not None:
+                record = _tenant(ctx, self.bucket)
+                _write({"ev": "stop", "t": time.monotonic(), "pid": os.getpid(), **record})
+
+
+def _tenant(ctx: Context, bucket: Bucket) -> dict[str, object]:
+    return {
+        "child": ctx.child_id,
+        "node": ctx.node_id,
+        "token": ctx.fencing_token,
+        "role": ctx.role,
+        "source": ctx.state_source,
+        "counts": [bucket.allowed, bucket.limited],
+    }
