@@ -397,6 +397,11 @@ class Supervisor:
         states: dict[str, Any] = {}
         pending: list[tuple[_Child, Awaitable[Any]]] = []
         for child in children:
+            if child.instance is None:
+                # Stopped before an instance took the state it was handed: pass it on as is.
+                if child.state is not None and child.state_source == "handover":
+                    states[child.spec.id] = child.state
+                continue
             getter = getattr(child.instance, "handover_state", None)
             if getter is None or not callable(getter):
                 continue

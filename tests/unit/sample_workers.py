@@ -148,3 +148,17 @@ def sync_function(ctx: Context) -> None:  # pragma: no cover - rejected at resol
 
 
 NOT_CALLABLE = 42
+
+
+class Keeper:
+    """Keeps the state it started from and hands it over unchanged."""
+
+    def __init__(self) -> None:
+        self.state: Any = None
+
+    async def run(self, ctx: Context) -> None:
+        self.state = ctx.state
+        await ctx.stopping.wait()
+
+    def handover_state(self) -> Any:
+        return self.state

@@ -679,3 +679,34 @@ def test_no_bare_task_creation(module: str) -> None:
     source = (HUB_DIR / module).read_text()
     bare = re.findall(r"asyncio\.create_task|ensure_future|loop\.create_task", source)
     assert bare == [], f"hub/{module} creates tasks outside a TaskGroup"
+
+
+async def test_handover_state_not_yet_taken_by_an_instance_is_passed_on(
+    no_leaked_tasks: None,
+) -> None:
+    # A child that received handed-over state and must move on before its first instance
+    # ran (a quick second rebalance) hands that state on, not nothing.
+    async with running() as (sup, _):
+        sup.start(
+            spec("k", "Keeper"),
+            fencing_token=1,
+            incarnation=1,
+            state={"hits": 7},
+            state_source="handover",
+        )
+        states = await sup.stop_many(["k"], collect_state=True)
+    assert states == {"k": {"hits": 7}}
+
+
+async def test_handover_state_of_a_running_instance_wins(no_leaked_tasks: None) -> None:
+    async with running() as (sup, rec):
+        sup.start(
+            spec("k", "Keeper"),
+            fencing_token=1,
+            incarnation=1,
+            state={"hits": 7},
+            state_source="handover",
+        )
+        await wait_until(lambda: len(rec.calls) == 1, TIMEOUT)
+        states = await sup.stop_many(["k"], collect_state=True)
+    assert states == {"k": {"hits": 7}}
