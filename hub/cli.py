@@ -1,8 +1,10 @@
 """The ``processhub`` command: run a node, a development etcd, or the demo.
 
 Every option of ``node`` can also come from the environment (``PROCESSHUB_*``), which is
-how containers configure it. Exit codes: 0 success, 1 runtime failure, 2 usage or
-configuration error, 130 interrupted.
+how containers configure it. Exit codes: 0 success, 1 runtime failure (etcd unreachable or
+refusing us, a timeout), 2 usage or configuration error, 3 unknown child or node, 130
+interrupted. Errors are one line on stderr; ``--debug`` adds the traceback. Secrets (the
+etcd password, the RPC token) are masked in both.
 """
 
 from __future__ import annotations
@@ -17,52 +19,29 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from hub.errors import ConfigError, HubError, InvalidSpec
+from hub.errors import ConfigError, HubError, InvalidSpec, NotFound, StoreUnavailable
+from hub.logs import setup_logging
 from strategies.migration import ColdSwap, HotSwap
 from strategies.partition import Availability, Strict
 from strategies.redundancy import Replication, Singularity
 
 log = logging.getLogger("hub.cli")
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports
+
 APP_ENTRY = "processhub_node"
 """An ``--app`` module may define ``async def processhub_node(hub)``: it runs beside the node
 (an HTTP front, say) and is cancelled when the node starts draining."""
 AppTask = Callable[[Any], Awaitable[None]]
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
-
-    _skip = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in self._skip and not key.startswith("_"):
-                out[key] = value if isinstance(value, (str, int, float, bool)) else str(value)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def setup_logging(level: str, as_json: bool) -> None:
-    """Log to stderr, one event per line."""
-    handler = logging.StreamHandler(sys.stderr)
-    if as_json:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -91,6 +70,11 @@ def _add_etcd_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd-ca", default=_env("ETCD_CA"), help="CA bundle for etcd TLS")
     p.add_argument("--etcd-cert", default=_env("ETCD_CERT"), help="client certificate")
     p.add_argument("--etcd-key", default=_env("ETCD_KEY"), help="client private key")
+    p.add_argument(
+        "--etcd-server-name",
+        default=_env("ETCD_SERVER_NAME"),
+        help="name to check in etcd's certificate (needed with several IP endpoints and TLS)",
+    )
     p.add_argument("--etcd-user", default=_env("ETCD_USER"), help="etcd user name")
     p.add_argument(
         "--etcd-password-env",
@@ -100,15 +84,39 @@ def _add_etcd_options(p: argparse.ArgumentParser) -> None:
 
 
 def _etcd_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Connection options from the flags, checked before anything connects (exit 2)."""
     from hub.store import TlsConfig
 
     kwargs: dict[str, Any] = {"endpoints": _csv(args.endpoints), "prefix": args.prefix}
     if args.etcd_ca or args.etcd_cert or args.etcd_key:
-        kwargs["tls"] = TlsConfig(args.etcd_ca, args.etcd_cert, args.etcd_key)
+        if bool(args.etcd_cert) != bool(args.etcd_key):
+            raise ConfigError("--etcd-cert and --etcd-key go together")
+        kwargs["tls"] = TlsConfig(
+            _readable(args.etcd_ca, "--etcd-ca"),
+            _readable(args.etcd_cert, "--etcd-cert"),
+            _readable(args.etcd_key, "--etcd-key"),
+            server_name=args.etcd_server_name or None,
+        )
     if args.etcd_user:
+        password = os.environ.get(args.etcd_password_env)
+        if password is None:
+            raise ConfigError(
+                f"--etcd-user {args.etcd_user}: set the password in ${args.etcd_password_env}"
+            )
         kwargs["username"] = args.etcd_user
-        kwargs["password"] = os.environ.get(args.etcd_password_env, "")
+        kwargs["password"] = password
     return kwargs
+
+
+def _readable(path: str | None, flag: str) -> str | None:
+    """``path`` if it can be opened: a missing certificate is a usage error, not a traceback."""
+    if path:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def _node_parser(sub: Any) -> None:
@@ -120,7 +128,8 @@ def _node_parser(sub: Any) -> None:
         "--app",
         action="append",
         default=_csv(_env("APPS")),
-        help="module to import (env PROCESSHUB_APPS, comma-separated); its async "
+        help="module to import, from the current directory or installed packages (env "
+        "PROCESSHUB_APPS, comma-separated); its async "
         "processhub_node(hub), if any, runs beside the node",
     )
     p.add_argument("--allow", action="append", default=None, help="allowed start target pattern")
@@ -181,6 +190,8 @@ def _node_parser(sub: Any) -> None:
 def _cmd_node(args: argparse.Namespace) -> int:
     if not args.hub:
         raise ConfigError("--hub (or PROCESSHUB_HUB) is required")
+    if args.app and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: app modules from where we run
     app_tasks: list[AppTask] = []
     for module_name in args.app:
         try:
@@ -250,15 +261,32 @@ async def _run_node(hub_id: str, options: dict[str, Any], app_tasks: Sequence[Ap
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     hub = Hub(hub_id, **options)
-    async with hub:
+    async with _joined(hub):
         http = hub.http_server.address if hub.http_server is not None else None
         async with _running_apps(hub, app_tasks):
             _emit("ready", hub_id=hub.hub_id, node_id=hub.node_id, pid=os.getpid(), http=http)
             await _first_of(stop, hub.left)  # SIGTERM, or an operator's drain request
+            hub.stop_serving()  # /readyz 503 before the app's front stops accepting
         _emit("draining", node_id=hub.node_id, children=len(hub.reconciler.owned))
         started = time.monotonic()
     _emit("stopped", node_id=hub.node_id, drain_seconds=round(time.monotonic() - started, 3))
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _joined(hub: Any) -> AsyncIterator[None]:
+    """``async with hub``, with a startup timeout said as what it means for an operator."""
+    try:
+        await hub.start()
+    except TimeoutError:
+        endpoints = ",".join(hub.config.etcd.endpoints)
+        raise StoreUnavailable(
+            f"could not join within {hub.config.startup_timeout:g}s: is etcd at {endpoints} up?"
+        ) from None
+    try:
+        yield
+    finally:
+        await hub.stop()
 
 
 @contextlib.asynccontextmanager
@@ -278,13 +306,18 @@ async def _running_apps(hub: Any, app_tasks: Sequence[AppTask]) -> AsyncIterator
         except Exception:
             log.exception("app entry %s failed", getattr(entry, "__qualname__", entry))
 
-    tasks = [asyncio.create_task(guarded(entry)) for entry in app_tasks]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    error: Exception | None = None
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(guarded(entry)) for entry in app_tasks]
+        try:
+            yield
+        except Exception as exc:  # re-raised as is below, not wrapped in an ExceptionGroup
+            error = exc
+        finally:
+            for task in tasks:
+                task.cancel()
+    if error is not None:
+        raise error
 
 
 async def _first_of(*events: asyncio.Event) -> None:
@@ -321,15 +354,27 @@ def _cmd_etcd(args: argparse.Namespace) -> int:
 
 def _demo_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="local etcd + 3 nodes: start children, watch them move")
-    p.add_argument("--children", type=int, default=12)
-    p.add_argument("--lease-ttl", type=int, default=3)
+    p.add_argument("--children", type=int, default=12, help="how many children (default 12)")
+    p.add_argument(
+        "--lease-ttl", type=int, default=3, help="node lease TTL, seconds: the failover time"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from hub.cli_render import progress_wanted
     from hub.demo import run_demo
 
-    return asyncio.run(run_demo(children=args.children, lease_ttl=args.lease_ttl))
+    if args.children < 1 or args.lease_ttl < 1:
+        raise ConfigError("--children and --lease-ttl must be >= 1")
+    return asyncio.run(
+        run_demo(
+            children=args.children,
+            lease_ttl=args.lease_ttl,
+            progress=progress_wanted(args.no_progress),
+        )
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -364,19 +409,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_json)
     try:
-        return int(args.func(args))
-    except (ConfigError, InvalidSpec) as exc:
-        if args.debug:
-            raise
-        print(f"processhub: error: {exc}", file=sys.stderr)
-        return 2
-    except HubError as exc:
-        if args.debug:
-            raise
-        print(f"processhub: error: {exc}", file=sys.stderr)
-        return 1
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `processhub ls | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        return _report(exc, args)
+
+
+def _report(exc: Exception, args: argparse.Namespace) -> int:
+    """Print the error as one line (after the traceback with ``--debug``); its exit code."""
+    secrets = _secrets(args)
+    if args.debug:
+        trace = "".join(traceback.format_exception(exc))
+        print(_redact(trace, secrets), file=sys.stderr, end="")
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # a TaskGroup's wrapping says nothing to an operator
+    print(f"processhub: error: {_redact(error_line(exc), secrets)}", file=sys.stderr)
+    return exit_code(exc)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code scripts can rely on for an error."""
+    if isinstance(exc, (ConfigError, InvalidSpec)):
+        return EXIT_USAGE
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    return EXIT_FAILURE
+
+
+def error_line(exc: BaseException) -> str:
+    """What went wrong, on one line. Unexpected errors say how to see more."""
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, TimeoutError):
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    elif isinstance(exc, TimeoutError):
+        text = str(exc) or "timed out"
+    elif isinstance(exc, (HubError, ConfigError, InvalidSpec)):
+        text = str(exc) or type(exc).__name__
+    else:
+        text = f"unexpected {type(exc).__name__}: {exc} (--debug shows the traceback)"
+    return " ".join(text.split())
+
+
+def _secrets(args: argparse.Namespace) -> list[str]:
+    """The secret values this invocation read from the environment."""
+    names = (
+        getattr(args, "etcd_password_env", "PROCESSHUB_ETCD_PASSWORD"),
+        getattr(args, "rpc_token_env", "PROCESSHUB_RPC_TOKEN"),
+    )
+    return [value for name in names if name and (value := os.environ.get(name))]
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Operator verbs of the ``processhub`` command: ``ls``, ``nodes``, ``inspect``, ``start``,
-``stop``, ``move`` and ``drain``.
+``stop``, ``move``, ``drain`` and ``watch``.
 
 Each verb connects to etcd as a :class:`hub.client.HubClient`, does one job, prints the
-result (an aligned table, or one JSON document with ``--json``) and exits with a code
-scripts can rely on: 0 ok, 1 runtime failure (etcd unreachable, timeout), 2 usage or
-configuration error, 3 unknown child or node.
+result (a table, or one JSON document with ``--json``) and exits with a code scripts can
+rely on: 0 ok, 1 runtime failure (etcd unreachable or refusing us, timeout), 2 usage or
+configuration error, 3 unknown child or node. Errors are one line on stderr (see
+:func:`hub.cli.main`); bulk starts and drains show a progress bar on an interactive stderr.
 """
 
 from __future__ import annotations
@@ -16,18 +17,30 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from hub.cli import _add_etcd_options, _env, _etcd_kwargs
+from hub.cli import (
+    EXIT_FAILURE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    _add_etcd_options,
+    _env,
+    _etcd_kwargs,
+)
+from hub.cli_render import Column, Screen, progress_bar, progress_wanted, track
 from hub.client import HubClient
-from hub.errors import ConfigError, NotFound, StoreUnavailable, UnknownChild, UnknownNode
+from hub.errors import (
+    ConfigError,
+    InvalidSpec,
+    StoreAuthError,
+    StoreError,
+    StoreUnavailable,
+    UnknownChild,
+    UnknownNode,
+)
 from hub.model import ChildHandle, ChildSpec
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
+from hub.store import Store
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -39,24 +52,13 @@ def _error(message: str) -> None:
 
 
 def _run(command: Command) -> Callable[[argparse.Namespace], int]:
-    """Run an async verb; map 'not found' to exit 3 and timeouts to exit 1 (one line)."""
+    """Run an async verb; errors go up to :func:`hub.cli.main`, which prints one line."""
 
     def runner(args: argparse.Namespace) -> int:
         if not args.debug and str(args.log_level).lower() == "warning":
             # A one-shot command: etcd retry chatter would only bury the one-line error.
             logging.getLogger("hub").setLevel(logging.ERROR)
-        try:
-            return asyncio.run(command(args))
-        except NotFound as exc:
-            if args.debug:
-                raise
-            _error(str(exc))
-            return EXIT_NOT_FOUND
-        except TimeoutError as exc:
-            if args.debug:
-                raise
-            _error(str(exc) or "timed out")
-            return EXIT_FAILURE
+        return asyncio.run(command(args))
 
     return runner
 
@@ -74,6 +76,10 @@ def _common_options(p: argparse.ArgumentParser, *, json_flag: bool = True) -> No
     _add_etcd_options(p)
 
 
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
 @contextlib.asynccontextmanager
 async def _connect(args: argparse.Namespace) -> AsyncIterator[HubClient]:
     if not args.hub:
@@ -81,36 +87,76 @@ async def _connect(args: argparse.Namespace) -> AsyncIterator[HubClient]:
     if not args.connect_timeout > 0:
         raise ConfigError("--connect-timeout must be > 0")
     client = HubClient(args.hub, startup_timeout=args.connect_timeout, **_etcd_kwargs(args))
+    await _probe(client, args)
     try:
         await client.start()
     except TimeoutError:
-        raise StoreUnavailable(
-            f"etcd at {args.endpoints} did not answer within {args.connect_timeout:g}s"
-        ) from None
+        raise StoreUnavailable(_no_answer(args)) from None
     try:
         yield client
     finally:
         await client.stop()
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned columns separated by two spaces."""
-    cells = [[_cell(value) for value in row] for row in rows]
-    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
-    lines = [list(headers), *cells]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
+async def _probe(client: HubClient, args: argparse.Namespace) -> None:
+    """One read before syncing, so a refusal is reported as what it is.
+
+    The client's informer retries every failure until its deadline, which would turn a
+    wrong password or certificate into "did not answer". A single read fails fast with
+    the real reason, which :func:`_explain` turns into one line.
+    """
+    try:
+        async with asyncio.timeout(args.connect_timeout), Store(client.config.etcd) as store:
+            await store.get(client.keys.root, timeout=args.connect_timeout)
+    except TimeoutError:
+        raise StoreUnavailable(_no_answer(args)) from None
+    except StoreAuthError as exc:
+        raise StoreAuthError(_explain(exc, args)) from exc
+    except StoreError as exc:
+        raise StoreUnavailable(_explain(exc, args)) from exc
 
 
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value) or "-"
-    return str(value)
+def _no_answer(args: argparse.Namespace) -> str:
+    return f"etcd at {args.endpoints} did not answer within {args.connect_timeout:g}s"
+
+
+#: Fragments of gRPC/etcd failure details, and what they mean for the operator.
+_TLS_REASONS = (
+    ("CERTIFICATE_VERIFY_FAILED", "its certificate is not trusted (check --etcd-ca)"),
+    (
+        "Hostname Verification Check failed",
+        "its certificate does not name this address (check --etcd-server-name)",
+    ),
+    ("BAD_CERTIFICATE", "refused our client certificate (check --etcd-cert/--etcd-key)"),
+    ("CERTIFICATE_REQUIRED", "requires a client certificate (--etcd-cert/--etcd-key)"),
+    ("Handshake read failed", "TLS handshake failed: does it serve plain text?"),
+    ("WRONG_VERSION_NUMBER", "TLS handshake failed: does it serve plain text?"),
+)
+_PLAIN_REASONS = (("Socket closed", "closed the connection: does it require TLS (--etcd-ca)?"),)
+_AUTH_REASONS = (
+    ("user name is empty", "requires authentication (--etcd-user, --etcd-password-env)"),
+    ("invalid user ID or password", "refused the user name or password"),
+    ("permission denied", "denied access to the hub's keys"),
+)
+_COMMON_REASONS = (
+    ("Connection refused", "connection refused"),
+    ("timed out", "did not answer (the connection opened, then nothing: is it etcd?)"),
+)
+
+
+def _explain(exc: StoreError, args: argparse.Namespace) -> str:
+    """A refusal or failure to connect, as one line an operator can act on."""
+    detail = " ".join(str(exc).split())
+    where = f"etcd at {args.endpoints}"
+    reasons: tuple[tuple[str, str], ...] = _PLAIN_REASONS
+    if isinstance(exc, StoreAuthError):
+        reasons = _AUTH_REASONS
+    elif args.etcd_ca or args.etcd_cert:
+        reasons = _TLS_REASONS
+    for fragment, meaning in (*reasons, *_COMMON_REASONS):
+        if fragment in detail:
+            return f"{where}: {meaning}"
+    return f"{where}: {detail.removeprefix('etcd ')}"
 
 
 def _print_json(document: Any) -> None:
@@ -194,10 +240,19 @@ async def _cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"revision": revision, "children": rows})
     else:
-        headers = ("ID", "NODE", "STATE", "TOKEN", "RESTARTS", "AGE(S)", "TAG")
-        keys = ("id", "node", "state", "token", "restarts", "age", "tag")
-        print(_table(headers, [[row[k] for k in keys] for row in rows]))
+        Screen().table(LS_COLUMNS, rows)
     return EXIT_OK
+
+
+LS_COLUMNS = (
+    Column("ID", "id"),
+    Column("NODE", "node"),
+    Column("STATE", "state", styled=True),
+    Column("TOKEN", "token", "right"),
+    Column("RESTARTS", "restarts", "right"),
+    Column("AGE(S)", "age", "right"),
+    Column("TAG", "tag"),
+)
 
 
 # -- nodes -------------------------------------------------------------------------------
@@ -237,10 +292,20 @@ async def _cmd_nodes(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"revision": revision, "nodes": rows})
     else:
-        headers = ("NODE", "ADDRESS", "STATE", "CHILDREN", "LOAD", "CAPACITY", "VERSION", "LEASE")
-        keys = ("node_id", "address", "state", "children", "load", "capacity", "version", "lease")
-        print(_table(headers, [[row[k] for k in keys] for row in rows]))
+        Screen().table(NODES_COLUMNS, rows)
     return EXIT_OK
+
+
+NODES_COLUMNS = (
+    Column("NODE", "node_id"),
+    Column("ADDRESS", "address"),
+    Column("STATE", "state", styled=True),
+    Column("CHILDREN", "children", "right"),
+    Column("LOAD", "load", "right"),
+    Column("CAPACITY", "capacity", "right"),
+    Column("VERSION", "version"),
+    Column("LEASE", "lease"),
+)
 
 
 # -- inspect -----------------------------------------------------------------------------
@@ -273,26 +338,43 @@ async def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
         return EXIT_OK
-    fields = [
-        ("id", spec.id),
-        ("start", spec.start),
-        ("args", json.dumps(spec.args, sort_keys=True)),
-        ("restart", f"{spec.restart} (max {spec.max_restarts} in {spec.max_seconds:g}s)"),
-        ("metadata", json.dumps(dict(spec.metadata), sort_keys=True)),
-        ("pinned to", list(spec.nodes)),
-        ("owner", f"{owner.node_id} ({owner.state})" if owner is not None else None),
-        ("fencing token", doc["fencing_token"]),
-        ("placement", doc["placement"]),
-        ("revision", doc["revision"]),
-    ]
-    print(_table(("FIELD", "VALUE"), fields))
-    replicas = doc["replicas"]
-    if replicas:
-        print()
-        headers = ("NODE", "ROLE", "STATE", "TOKEN", "RESTARTS", "AGE(S)", "LAST EXIT")
-        keys = ("node_id", "role", "state", "fencing_token", "restarts", "age", "last_exit")
-        print(_table(headers, [[r[k] for k in keys] for r in replicas]))
+    _show_child(spec, owner, doc)
     return EXIT_OK
+
+
+REPLICA_COLUMNS = (
+    Column("NODE", "node_id"),
+    Column("ROLE", "role"),
+    Column("STATE", "state", styled=True),
+    Column("TOKEN", "fencing_token", "right"),
+    Column("RESTARTS", "restarts", "right"),
+    Column("AGE(S)", "age", "right"),
+    Column("LAST EXIT", "last_exit"),
+)
+
+
+def _show_child(spec: ChildSpec, owner: ChildHandle | None, doc: dict[str, Any]) -> None:
+    """``inspect`` for people: the spec and owner as fields, then one row per instance."""
+    screen = Screen()
+    screen.fields(
+        f"child {spec.id}",
+        [
+            ("id", spec.id),
+            ("start", spec.start),
+            ("args", json.dumps(spec.args, sort_keys=True)),
+            ("restart", f"{spec.restart} (max {spec.max_restarts} in {spec.max_seconds:g}s)"),
+            ("metadata", json.dumps(dict(spec.metadata), sort_keys=True)),
+            ("pinned to", list(spec.nodes)),
+            ("owner", owner.node_id if owner is not None else None),
+            ("state", str(owner.state) if owner is not None else "pending"),
+            ("fencing token", doc["fencing_token"]),
+            ("placement", doc["placement"]),
+            ("revision", doc["revision"]),
+        ],
+    )
+    if doc["replicas"]:
+        screen.line()
+        screen.table(REPLICA_COLUMNS, doc["replicas"], title="instances")
 
 
 # -- start -------------------------------------------------------------------------------
@@ -303,16 +385,20 @@ _SPEC_FIELDS = frozenset(
 
 
 def start_parser(sub: Any) -> None:
-    p = sub.add_parser("start", help="start a child (or several with --file)")
+    p = sub.add_parser("start", help="start a child (or many with --file)")
     p.add_argument("id", nargs="?", help="child id")
     p.add_argument("target", nargs="?", help="start target 'package.module:attr'")
     p.add_argument("--args", dest="child_args", default=None, help="worker args as JSON")
     p.add_argument("--tag", help="metadata tag")
     p.add_argument("--restart", help="permanent, transient or temporary")
     p.add_argument("--node", action="append", default=[], help="pin to node (repeatable)")
-    p.add_argument("--file", help="JSON file with a list of specs {id, start, args, ...}")
+    p.add_argument(
+        "--file",
+        help="specs {id, start, args, ...}: a JSON list, or JSON Lines (one spec per line)",
+    )
     p.add_argument("--wait", action="store_true", help="wait until the children run")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    _progress_option(p)
     _common_options(p)
     p.set_defaults(func=_run(_cmd_start))
 
@@ -321,15 +407,7 @@ def _specs_from_args(args: argparse.Namespace) -> list[ChildSpec]:
     if args.file:
         if args.id or args.target or args.child_args is not None or args.node:
             raise ConfigError("start: give either ID TARGET [options] or --file, not both")
-        try:
-            with open(args.file, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {args.file}: {exc.strerror or exc}") from None
-        items = _parse_json(text, args.file)
-        if not isinstance(items, list) or not items:
-            raise ConfigError(f"{args.file}: expected a non-empty JSON list of specs")
-        return [_spec_from_item(item, args, f"{args.file}[{i}]") for i, item in enumerate(items)]
+        return [_spec_from_item(item, args, where) for where, item in _spec_items(args.file)]
     if not args.id or not args.target:
         raise ConfigError("start: ID and TARGET are required (or --file)")
     item: dict[str, Any] = {"id": args.id, "start": args.target}
@@ -338,6 +416,33 @@ def _specs_from_args(args: argparse.Namespace) -> list[ChildSpec]:
     if args.node:
         item["nodes"] = args.node
     return [_spec_from_item(item, args, "start")]
+
+
+def _spec_items(path: str) -> list[tuple[str, Any]]:
+    """The items of a spec file, each with where it came from (for error messages).
+
+    A file starting with ``[`` is one JSON list; anything else is JSON Lines, where blank
+    lines and ``#`` comments are skipped.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if text.lstrip().startswith("["):
+        items = _parse_json(text, path)
+        if not isinstance(items, list):
+            raise ConfigError(f"{path}: expected a JSON list of specs")
+        numbered = [(f"{path}[{i}]", item) for i, item in enumerate(items)]
+    else:
+        numbered = [
+            (f"{path} line {n}", _parse_json(line, f"{path} line {n}"))
+            for n, line in enumerate(text.splitlines(), start=1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    if not numbered:
+        raise ConfigError(f"{path}: no specs in it")
+    return numbered
 
 
 def _spec_from_item(item: Any, args: argparse.Namespace, where: str) -> ChildSpec:
@@ -363,7 +468,10 @@ def _spec_from_item(item: Any, args: argparse.Namespace, where: str) -> ChildSpe
         if isinstance(nodes, str) or not isinstance(nodes, list):
             raise ConfigError(f"{where}: nodes must be a list of node ids")
         fields["nodes"] = tuple(nodes)
-    return ChildSpec(**fields)  # InvalidSpec -> exit 2
+    try:
+        return ChildSpec(**fields)
+    except (InvalidSpec, TypeError, ValueError) as exc:  # a wrongly typed field
+        raise InvalidSpec(f"{where}: {exc}") from None
 
 
 async def _cmd_start(args: argparse.Namespace) -> int:
@@ -376,7 +484,16 @@ async def _cmd_start(args: argparse.Namespace) -> int:
             for node in spec.nodes:
                 if node not in members:
                     raise UnknownNode(node)
-        result = await client.start_children(specs, wait=args.wait, timeout=args.timeout)
+        wanted = {spec.id for spec in specs}
+
+        def running() -> int:
+            handles = client.registry.handles
+            return sum(1 for cid in wanted if (h := handles.get(cid)) is not None and h.is_running)
+
+        show = progress_wanted(args.no_progress) and len(specs) > 1
+        with progress_bar("starting children", len(specs), enabled=show) as bar:
+            work = client.start_children(specs, wait=args.wait, timeout=args.timeout)
+            result = await track(work, bar, running)
     now = time.time()
     doc = {
         "started": [_handle_json(h, now) for h in result.started],
@@ -486,6 +603,7 @@ def drain_parser(sub: Any) -> None:
     p.add_argument("node", help="node id")
     p.add_argument("--no-wait", action="store_true", help="return once the request is written")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    _progress_option(p)
     _common_options(p)
     p.set_defaults(func=_run(_cmd_drain))
 
@@ -494,7 +612,16 @@ async def _cmd_drain(args: argparse.Namespace) -> int:
     if not args.timeout > 0:
         raise ConfigError("--timeout must be > 0")
     async with _connect(args) as client:
-        await client.drain(args.node, wait=not args.no_wait, timeout=args.timeout)
+        handles = client.registry.handles
+
+        def remaining() -> int:
+            return sum(1 for h in handles.values() if h.node_id == args.node)
+
+        total = remaining()
+        show = progress_wanted(args.no_progress) and not args.no_wait
+        with progress_bar(f"draining {args.node}", total, enabled=show) as bar:
+            work = client.drain(args.node, wait=not args.no_wait, timeout=args.timeout)
+            await track(work, bar, lambda: total - min(total, remaining()))
     if args.json:
         _print_json({"node": args.node, "drained": not args.no_wait})
     else:

@@ -2,30 +2,109 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+from support.wait import wait_until_sync
+
+from hub.cli import build_parser
 
 CLI = [sys.executable, "-m", "hub.cli"]
 
 
+def _demo_pids(out: str) -> list[int]:
+    """Every PID the demo reported starting (etcd and the three nodes)."""
+    return sorted({int(pid) for pid in re.findall(r"\(pid (\d+)\)", out)})
+
+
+def _gone(pid: int) -> bool:
+    """True when no process has ``pid`` any more (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_cleans_up() -> None:
+    started = time.monotonic()
     proc = subprocess.run(
         [*CLI, "demo", "--children", "6", "--lease-ttl", "2"],
         capture_output=True,
         text=True,
         timeout=120,
     )
+    took = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "started 6 children" in out
-    assert "node-3 left; its children moved" in out
-    assert "node-2 crashed; its children restarted elsewhere" in out
-    assert "per node: node-1=6" in out  # after both failures everything runs on node-1
-    assert "cleaned up" in out
+    steps = [
+        "1. start etcd",
+        "2. start three nodes",
+        "started 6 children",
+        "4. kill -9 node-3",
+        "node-3 crashed; its children restarted elsewhere",
+        "5. stop node-2 gracefully",
+        "node-2 left (exit code 0); its children moved",
+        "per node: node-1=6",  # after both failures everything runs on node-1
+        "cleaned up",
+    ]
+    positions = [out.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), out
+    header = next(line for line in out.splitlines() if line.split()[:2] == ["NODE", "STATE"])
+    assert header.split() == ["NODE", "STATE", "CHILDREN", "SOME", "OF", "THEM"]
+    assert "\x1b[" not in out + proc.stderr  # a pipe: no colours, no progress bars
+    assert "Traceback" not in proc.stderr
+    pids = _demo_pids(out)
+    assert len(pids) == 4, out  # etcd and three nodes
+    assert all(_gone(pid) for pid in pids)
+    assert took < 60, f"the demo took {took:.1f}s"
+
+
+@pytest.mark.slow
+def test_demo_cleans_up_on_ctrl_c() -> None:
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--children", "4", "--lease-ttl", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        for line in proc.stdout:  # the long lease TTL keeps it waiting in the failover step
+            seen += line
+            if "4. kill -9" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, seen + out + err
+    assert "Traceback" not in err
+    pids = _demo_pids(seen)
+    assert len(pids) == 4, seen
+    wait_until_sync(lambda: all(_gone(pid) for pid in pids), timeout=5)
+
+
+def test_help_works_for_every_verb() -> None:
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"ls", "nodes", "inspect", "start", "stop", "move", "drain", "watch", "demo"} <= set(
+        verbs
+    )
+    for argv in [["--help"], *([verb, "--help"] for verb in sorted(verbs))]:
+        proc = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, (argv, proc.stderr)
+        assert proc.stdout.startswith("usage: processhub"), (argv, proc.stdout)
+        assert proc.stderr == ""
 
 
 def test_node_without_hub_id_is_a_usage_error() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -123,11 +126,14 @@ def test_operator_verbs_end_to_end(ops: Ops, nodes: list[subprocess.Popen[str]])
     out = ops.ok("start", "c1", "hub.demo:Counter", "--args", '{"n": 1}', "--tag", "t1", "--wait")
     assert "started c1 on node-a" in out
 
-    # ls: plain table and JSON
+    # ls: plain table (in a pipe: aligned columns, no colour codes) and JSON
     table = ops.ok("ls")
     header, *rows = table.splitlines()
     assert header.split() == ["ID", "NODE", "STATE", "TOKEN", "RESTARTS", "AGE(S)", "TAG"]
     assert rows[0].split()[:3] == ["c1", "node-a", "running"]
+    assert "\x1b[" not in table and all(line == line.rstrip() for line in table.splitlines())
+    raw = ops.ok("ls", "--json")
+    assert raw == json.dumps(json.loads(raw), indent=2, sort_keys=True) + "\n"  # stable format
     child = _children(ops)["c1"]
     assert child["node"] == "node-a" and child["state"] == "running" and child["tag"] == "t1"
     assert child["token"] > 0 and child["restarts"] == 0
@@ -152,7 +158,11 @@ def test_operator_verbs_end_to_end(ops: Ops, nodes: list[subprocess.Popen[str]])
     assert [r["node_id"] for r in doc["replicas"]] == ["node-a"]
     assert doc["placement"] == "node-a"
     assert doc["revision"] > 0
-    assert "hub.demo:Counter" in ops.ok("inspect", "c1")
+    human = ops.ok("inspect", "c1")
+    assert re.search(r"^start\s+hub\.demo:Counter$", human, re.M), human
+    assert re.search(r"^owner\s+node-a$", human, re.M), human
+    assert re.search(r"^state\s+running$", human, re.M), human
+    assert re.search(r"^NODE\s+ROLE\s+STATE\s+TOKEN", human, re.M), human
 
     # move to a second node
     nodes.append(ops.node("node-b"))
@@ -198,10 +208,69 @@ def test_start_from_file(ops: Ops, nodes: list[subprocess.Popen[str]], tmp_path:
             ]
         )
     )
-    ops.ok("start", "--file", str(specs), "--wait")
+    proc = ops.run("start", "--file", str(specs), "--wait")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # no progress bar in a pipe
     children = _children(ops)
     assert children.keys() == {"f1", "f2"} and children["f2"]["tag"] == "batch"
     assert _children(ops, "--state", "running").keys() == {"f1", "f2"}
+
+    lines = tmp_path / "specs.jsonl"  # JSON Lines: one spec per line, comments allowed
+    lines.write_text(
+        '# more rooms\n{"id": "f3", "start": "hub.demo:Counter"}\n\n'
+        '{"id": "f4", "start": "hub.demo:Counter", "args": {"y": 2}}\n'
+    )
+    out = ops.ok("start", "--file", str(lines), "--wait")
+    assert "started f3 on node-f" in out and "started f4 on node-f" in out
+    assert _children(ops, "--state", "running").keys() == {"f1", "f2", "f3", "f4"}
+
+
+def _run_on_terminal(argv: list[str], timeout: float = 60) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal: (exit code, stdout, what the tty got)."""
+    leader, follower = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain_tty() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain_tty, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run(
+            [*CLI, *argv],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+            timeout=timeout,
+            env={**_env(), "TERM": "xterm-256color"},
+        )
+    finally:
+        os.close(follower)
+    reader.join(timeout=10)
+    os.close(leader)
+    return proc.returncode, proc.stdout, b"".join(chunks).decode(errors="replace")
+
+
+def test_drain_shows_progress_on_a_terminal_only(
+    ops: Ops, nodes: list[subprocess.Popen[str]]
+) -> None:
+    nodes.append(ops.node("p1"))
+    for i in range(3):
+        ops.ok("start", f"p-{i}", "hub.demo:Counter", "--wait")  # all on p1, the only node
+    nodes.append(ops.node("p2"))
+    etcd = ["--hub", HUB, "--endpoints", ops.endpoint, "--prefix", ops.prefix]
+    code, out, tty = _run_on_terminal(["drain", "p1", "--timeout", "30", *etcd])
+    assert code == 0, tty
+    assert out == "drained p1\n"  # the result on stdout, untouched by the bar
+    assert "draining p1" in tty and "\x1b[" in tty  # the bar, on the terminal
+    assert nodes[0].wait(timeout=30) == 0
+    assert {row["node"] for row in _children(ops).values()} == {"p2"}
 
 
 def test_malformed_args_is_a_usage_error(ops: Ops) -> None:
