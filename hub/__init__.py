@@ -5,6 +5,12 @@ The public API lives here; everything else is an implementation module.
 
 __version__ = "0.1.0"  # first: submodules read it while this package initialises
 
+import os as _os
+
+# gRPC's C core logs every failed TLS handshake and reconnect to stderr unless told
+# otherwise before it is imported; our own logs already report what matters, once.
+_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from hub.errors import (
     AlreadyStarted,
     ConfigError,

@@ -190,8 +190,9 @@ class ChildSpec:
         )
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise InvalidSpec(f"child {self.id!r}: max_restarts must be an int >= 0")
-        if not self.max_seconds > 0:
-            raise InvalidSpec(f"child {self.id!r}: max_seconds must be > 0")
+        seconds = self.max_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise InvalidSpec(f"child {self.id!r}: max_seconds must be a number > 0")
         object.__setattr__(self, "nodes", _validate_nodes(self.id, self.nodes))
 
     @classmethod

@@ -171,6 +171,9 @@ def test_metadata_must_be_json(metadata: Any) -> None:
         ("max_seconds", 0),
         ("max_seconds", -1.0),
         ("max_seconds", math.nan),
+        ("max_seconds", None),  # was a TypeError, not a typed InvalidSpec
+        ("max_seconds", "30"),
+        ("max_seconds", True),
     ],
 )
 def test_bad_restart_intensity_is_refused(field: str, value: Any) -> None:
