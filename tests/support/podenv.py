@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from support import kustomize
+
 __all__ = [
     "PodTemplate",
     "Probe",
@@ -190,36 +192,9 @@ def _field(path: str, fields: Mapping[str, str], template: PodTemplate) -> str:
 
 
 def expand(value: str, defined: Mapping[str, str]) -> str:
-    """Kubernetes ``$(VAR)`` expansion of one value against the variables ``defined``.
-
-    ``$$`` is an escaped ``$``; ``$(NAME)`` with NAME defined is replaced; an undefined
-    reference, an unclosed ``$(`` and a ``$`` before anything else are kept as written.
-    """
-    out: list[str] = []
-    index = 0
-    while index < len(value):
-        char = value[index]
-        if char != "$" or index + 1 == len(value):
-            out.append(char)
-            index += 1
-            continue
-        following = value[index + 1]
-        if following == "$":
-            out.append("$")
-            index += 2
-        elif following == "(":
-            close = value.find(")", index + 2)
-            if close == -1:
-                out.append("$(")
-                index += 2
-            else:
-                name = value[index + 2 : close]
-                out.append(defined[name] if name in defined else f"$({name})")
-                index = close + 1
-        else:
-            out.append("$" + following)
-            index += 2
-    return "".join(out)
+    """Kubernetes ``$(VAR)`` expansion of one value (see :func:`support.kustomize.expand`);
+    an undefined reference is kept as written, as the kubelet does."""
+    return kustomize.expand(value, defined)[0]
 
 
 def remap_ports(env: Mapping[str, str], ports: Mapping[int, int]) -> dict[str, str]:

@@ -5,10 +5,10 @@ Never ``sleep(n)`` and hope: wait for the observable condition, with a deadline.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable
+
+from hub.testing import wait_for
 
 __all__ = ["wait_until", "wait_until_sync"]
 
@@ -33,25 +33,17 @@ async def wait_until(
 ) -> None:
     """Poll ``predicate`` until it returns true, at most ``timeout`` seconds.
 
-    ``predicate`` may be a plain function or return an awaitable (e.g. an ``async def``);
-    it is always evaluated at least once, and once more at the deadline. Exceptions it
-    raises propagate unchanged.
+    The testing kit's :func:`hub.testing.wait_for`, with a timeout reported as a test
+    failure: ``predicate`` may be plain or ``async``, runs at least once and once more at
+    the deadline, and its own exceptions propagate unchanged.
 
     Raises:
         AssertionError: with ``message`` (or a default naming the predicate) on timeout.
     """
-    _check_args(timeout, interval)
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _failure(predicate, timeout, message)
-        await asyncio.sleep(min(interval, remaining))
+    try:
+        await wait_for(predicate, timeout, interval=interval, message=message)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def wait_until_sync(
