@@ -135,6 +135,13 @@ def _node_parser(sub: Any) -> None:
     p.add_argument("--allow", action="append", default=None, help="allowed start target pattern")
     p.add_argument("--weight", type=int, default=int(_env("WEIGHT", "1") or 1))
     p.add_argument("--drain-timeout", type=float, default=float(_env("DRAIN_TIMEOUT", "30") or 30))
+    p.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=float(_env("SHUTDOWN_DELAY", "0") or 0),
+        help="seconds between /readyz turning 503 on SIGTERM and the app and drain stopping, "
+        "so load balancers stop routing here first (env PROCESSHUB_SHUTDOWN_DELAY)",
+    )
     p.add_argument("--address", default=_env("ADVERTISE_ADDRESS", ""), help="advertised address")
     p.add_argument(
         "--migration",
@@ -219,7 +226,9 @@ def _cmd_node(args: argparse.Namespace) -> int:
     }
     if args.node_id:
         options["node_id"] = args.node_id
-    return asyncio.run(_run_node(args.hub, options, app_tasks))
+    if not args.shutdown_delay >= 0:
+        raise ConfigError("--shutdown-delay must be >= 0 (seconds)")
+    return asyncio.run(_run_node(args.hub, options, app_tasks, shutdown_delay=args.shutdown_delay))
 
 
 def _rpc_config(args: argparse.Namespace) -> Any:
@@ -253,7 +262,13 @@ def _redundancy(replicas: str, mode: str) -> Singularity | Replication:
     return Singularity() if count == 1 else Replication(count, mode=mode)  # type: ignore[arg-type]
 
 
-async def _run_node(hub_id: str, options: dict[str, Any], app_tasks: Sequence[AppTask]) -> int:
+async def _run_node(
+    hub_id: str,
+    options: dict[str, Any],
+    app_tasks: Sequence[AppTask],
+    *,
+    shutdown_delay: float = 0.0,
+) -> int:
     from hub.hub import Hub
 
     stop = asyncio.Event()
@@ -267,6 +282,9 @@ async def _run_node(hub_id: str, options: dict[str, Any], app_tasks: Sequence[Ap
             _emit("ready", hub_id=hub.hub_id, node_id=hub.node_id, pid=os.getpid(), http=http)
             await _first_of(stop, hub.left)  # SIGTERM, or an operator's drain request
             hub.stop_serving()  # /readyz 503 before the app's front stops accepting
+            if shutdown_delay:
+                # Not synchronisation: time for endpoints and load balancers to notice.
+                await asyncio.sleep(shutdown_delay)
         _emit("draining", node_id=hub.node_id, children=len(hub.reconciler.owned))
         started = time.monotonic()
     _emit("stopped", node_id=hub.node_id, drain_seconds=round(time.monotonic() - started, 3))

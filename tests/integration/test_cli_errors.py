@@ -359,3 +359,8 @@ def test_a_reader_closing_the_pipe_ends_quietly(etcd_endpoint: str, hub_prefix: 
         os.close(write_end)
     assert proc.returncode == 141, proc.stderr
     assert proc.stderr == ""
+
+
+def test_negative_shutdown_delay_is_a_usage_error() -> None:
+    proc = run_cli(["node", "--endpoints", "127.0.0.1:1", "--shutdown-delay", "-1"])
+    one_line_error(proc, 2, "--shutdown-delay")

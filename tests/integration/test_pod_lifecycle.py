@@ -10,6 +10,9 @@ the downward API, the RPC token from a stand-in Secret). Overrides, each because
 * ``PROCESSHUB_PREFIX``: a key prefix of this test's own (the etcd is shared by the suite);
 * container ports 7070 (rpc), 9100 (http) and 8080 (app) become free host ports, in every
   variable that names them (each pod has its own IP in Kubernetes; here they share one);
+* ``PROCESSHUB_SHUTDOWN_DELAY``: 0.5 s instead of the manifest's 5 s, which would add 5 s
+  to every SIGTERM of the suite; half a second of 503 before anything stops is still a
+  window no probe can miss;
 * ``PROCESSHUB_ALLOW`` gains ``support.recorder:RecordedTenant``, the tenants worker that
   also records each activation for the at-most-one checker (tests/support/checker.py). The
   manifest's own pattern stays, and is exercised by tenants the front starts itself.
@@ -58,6 +61,8 @@ pytestmark = pytest.mark.slow
 
 DEPLOYMENT = REPO / "deploy" / "base" / "app" / "deployment.yaml"
 RECORDED = "support.recorder:RecordedTenant"
+#: Seconds /readyz answers 503 before a pod stops anything (the manifest says 5; see above).
+SHUTDOWN_DELAY = 0.5
 FRONT_TARGET = "examples.tenants.worker:TenantLimiter"  # what the front starts
 RPC_TOKEN = "pod-lifecycle-test-token"  # stands in for Secret processhub-rpc/token
 SECRETS = {("processhub-rpc", "token"): RPC_TOKEN}
@@ -99,6 +104,8 @@ class Deployment:
         env = remap_ports(env, ports)
         env["PROCESSHUB_ENDPOINTS"] = self.etcd_endpoint
         env["PROCESSHUB_PREFIX"] = self.prefix
+        assert float(env["PROCESSHUB_SHUTDOWN_DELAY"]) > 0  # the manifest sets one
+        env["PROCESSHUB_SHUTDOWN_DELAY"] = str(SHUTDOWN_DELAY)
         env["PROCESSHUB_ALLOW"] = f"{env['PROCESSHUB_ALLOW']},{RECORDED}"
         return env
 
@@ -336,13 +343,17 @@ def gaps(record_dir: Path) -> list[float]:
 
 
 def assert_ready_until_it_stops(log: ProbeLog) -> None:
-    """/readyz said 503 before the port closed, and never 200 again after it."""
+    """/readyz said 503 for the shutdown delay before the port closed, and never 200 again
+    after the first 503."""
     readyz = [seen for _, seen in log.seen["readyz"]]
     assert readyz and readyz[-1] == "refused", readyz[-5:]
     closed = readyz.index("refused")
     assert 503 in readyz[:closed], readyz
     assert set(readyz[closed:]) == {"refused"}, readyz
     assert 200 not in readyz[readyz.index(503) :], readyz
+    unready, refused = log.first("readyz", 503), log.first("readyz", "refused")
+    assert unready is not None and refused is not None
+    assert refused - unready >= SHUTDOWN_DELAY * 0.9, (unready, refused)
 
 
 # -- tests --------------------------------------------------------------------------------

@@ -345,7 +345,8 @@ def test_grace_period_covers_a_full_drain(
     worker_stop = HubConfig.__dataclass_fields__["worker_stop_timeout"].default
     revoke = 5.0  # hub.session: the lease revoke waits at most min(ttl, 5 s)
     assert grace > ns.drain_timeout
-    assert grace >= ns.drain_timeout + worker_stop + revoke
+    assert ns.shutdown_delay > 0  # endpoints and load balancers get time to stop routing here
+    assert grace >= ns.shutdown_delay + ns.drain_timeout + worker_stop + revoke
 
 
 def test_node_probes_use_the_http_port(
@@ -440,11 +441,14 @@ def test_node_environment_builds_a_valid_node(
     clean_env.syspath_prepend(str(ROOT))  # the image's PYTHONPATH=/app
     built: list[Hub] = []
 
-    async def instead_of_running(hub_id: str, options: dict[str, Any], apps: Any) -> int:
+    async def instead_of_running(
+        hub_id: str, options: dict[str, Any], apps: Any, *, shutdown_delay: float
+    ) -> int:
         node = Hub(hub_id, **options)
         built.append(node)
         await node.store.close()
         assert len(apps) == 1  # examples.tenants.app has a processhub_node(hub) entry
+        assert shutdown_delay == ns.shutdown_delay > 0
         return 0
 
     clean_env.setattr(hub.cli, "_run_node", instead_of_running)
