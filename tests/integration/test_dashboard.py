@@ -1,6 +1,7 @@
 """The live dashboard (``GET /``) and its Server-Sent Events feed (``GET /api/events``) on a
-3-node in-process cluster (real etcd); the last test renders the page in headless Chromium
-(Debian's ``chromium``, installed with apt when missing) and reads the DOM it built.
+3-node in-process cluster (real etcd); the last test keeps the page open in headless Chromium
+(Debian's ``chromium`` and ``chromedriver``, installed with apt when missing, driven by
+Selenium), reads the DOM it builds, kills a node and watches the same page follow the failover.
 
 Screenshots land in ``tests/artifacts/`` (git-ignored).
 """
@@ -8,16 +9,18 @@ Screenshots land in ``tests/artifacts/`` (git-ignored).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 from support.wait import wait_until
@@ -25,6 +28,9 @@ from support.wait import wait_until
 from hub import ChildSpec, Hub
 from hub.child_events import ChildEvent
 from hub.http import child_event_record, children_view
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 COUNTER = "hub.demo:Counter"
 NODES = ("d1", "d2", "d3")
@@ -225,11 +231,27 @@ async def test_event_stream_ends_on_server_stop(cluster: list[Hub]) -> None:
 # -- browser -------------------------------------------------------------------------------
 
 
-def _chromium() -> str:
-    """Path of Debian's chromium; installs it (and chromium-driver) with apt when missing."""
-    found = shutil.which("chromium")
-    if found:
-        return found
+@dataclass(frozen=True)
+class BrowserKit:
+    chromium: str
+    chromedriver: str
+
+
+def _unavailable(message: str) -> NoReturn:
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _browser_kit() -> BrowserKit:
+    """Debian's chromium and chromedriver (installed with apt when missing), for Selenium."""
+    if importlib.util.find_spec("selenium") is None:
+        _unavailable(
+            "selenium is not installed (it is in the test extra: pip install -e '.[test]')"
+        )
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium and driver:
+        return BrowserKit(chromium, driver)
     began = time.monotonic()
     problem = ""
     try:
@@ -244,95 +266,209 @@ def _chromium() -> str:
         )
     except (OSError, subprocess.SubprocessError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
-    found = shutil.which("chromium")
-    if found:
-        print(f"installed chromium in {time.monotonic() - began:.1f}s")
-        return found
-    message = f"chromium is not available and could not be installed ({problem or 'not found'})"
-    if _in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium and driver:
+        print(f"installed chromium and chromedriver in {time.monotonic() - began:.1f}s")
+        return BrowserKit(chromium, driver)
+    missing = " and ".join(
+        n for n, p in (("chromium", chromium), ("chromedriver", driver)) if not p
+    )
+    _unavailable(f"{missing} not available and could not be installed ({problem or 'not found'})")
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
-    return _chromium()
+def browser_kit() -> BrowserKit:
+    return _browser_kit()
 
 
-async def run_chromium(binary: str, profile: Path, *args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        "--headless",
+def _open_browser(kit: BrowserKit) -> WebDriver:
+    """Headless Chromium under Debian's chromedriver (blocking: call it in a thread).
+
+    Both paths are given, so Selenium Manager is never run (and ``SE_OFFLINE`` is set).
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = kit.chromium
+    for arg in (
+        "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
+        "--no-proxy-server",
         "--disable-quic",
         "--no-first-run",
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=3000",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+        "--window-size=1280,800",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=kit.chromedriver))
     try:
-        async with asyncio.timeout(30):
-            out, err = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+        driver.set_page_load_timeout(15)
+        driver.set_script_timeout(5)
+    except BaseException:
+        driver.quit()
         raise
-    assert process.returncode == 0, err.decode(errors="replace")[-2000:]
-    return out.decode(errors="replace")
+    return driver
 
 
-_COLUMN = re.compile(r'<div class="node[^"]*" data-node="([^"]+)" data-count="(\d+)"')
+@asynccontextmanager
+async def browser(kit: BrowserKit) -> AsyncIterator[WebDriver]:
+    """One headless browser for the test; quit whatever happens. Every driver call blocks,
+    so it runs in a thread: the hubs share the test's event loop."""
+    driver = await asyncio.to_thread(_open_browser, kit)
+    try:
+        yield driver
+    finally:
+        await asyncio.to_thread(driver.quit)
 
 
-def page_counts(dom: str) -> dict[str, int]:
-    return {node: int(count) for node, count in _COLUMN.findall(dom) if int(count) > 0}
+# What the page shows, read from its live DOM in one script call.
+_READ_PAGE = """
+var cols = Array.prototype.slice.call(document.querySelectorAll("#nodes .node"));
+var items = Array.prototype.slice.call(document.querySelectorAll("#events li"));
+return {
+  status: document.getElementById("status").className,
+  marker: window.__marker === undefined ? null : window.__marker,
+  columns: cols.map(function (c) {
+    return {
+      node: c.getAttribute("data-node"),
+      count: Number(c.getAttribute("data-count")),
+      unassigned: c.classList.contains("unassigned"),
+      children: Array.prototype.slice.call(c.querySelectorAll("[data-child]")).map(
+        function (k) { return k.getAttribute("data-child"); })
+    };
+  }),
+  events: items.map(function (li) { return [li.className, li.textContent]; })
+};
+"""
+
+
+@dataclass(frozen=True)
+class PageView:
+    status: str
+    marker: object
+    #: column (node id, or "unassigned") -> the child ids shown in it
+    columns: dict[str, list[str]]
+    #: column -> its ``data-count``
+    counts: dict[str, int]
+    #: ``(li class, text)`` per recent event, newest first
+    events: list[tuple[str, str]]
+
+    def node_of(self) -> dict[str, str]:
+        """child id -> the column it is shown in."""
+        return {c: node for node, kids in self.columns.items() for c in kids}
+
+    def has_event(self, kind: str, text: str) -> bool:
+        return any(cls == f"k-{kind}" and text in body for cls, body in self.events)
+
+
+async def read_page(driver: WebDriver) -> PageView:
+    raw: dict[str, Any] = await asyncio.to_thread(driver.execute_script, _READ_PAGE)
+    columns = raw["columns"]
+    return PageView(
+        status=raw["status"],
+        marker=raw["marker"],
+        columns={c["node"]: list(c["children"]) for c in columns},
+        counts={c["node"]: int(c["count"]) for c in columns if not c["unassigned"]},
+        events=[(cls, text) for cls, text in raw["events"]],
+    )
+
+
+def page_counts(view: PageView) -> dict[str, int]:
+    """Children per node as the page shows them, like :func:`registry_counts`."""
+    return {node: count for node, count in view.counts.items() if count > 0}
+
+
+async def page_until(
+    driver: WebDriver, check: Callable[[PageView], bool], timeout: float, what: str
+) -> PageView:
+    """Poll the page's DOM (no reload) until ``check`` holds; the view that passed."""
+    seen: list[PageView] = []
+
+    async def shows() -> bool:
+        view = await read_page(driver)
+        seen[:] = [view]
+        return check(view)
+
+    try:
+        await wait_until(shows, timeout, interval=0.1)
+    except AssertionError:
+        last = seen[-1] if seen else None
+        await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / "dashboard-failure.png"))
+        raise AssertionError(f"the page never showed {what} in {timeout}s; last: {last}") from None
+    return seen[-1]
 
 
 def _written(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
-async def render(binary: str, tmp: Path, url: str, shot: Path) -> str:
-    dom = await run_chromium(binary, tmp / "profile-dom", "--dump-dom", url)
-    await run_chromium(
-        binary, tmp / "profile-shot", f"--screenshot={shot}", "--window-size=1280,800", url
-    )
-    assert _written(shot)
+def _screenshot(driver: WebDriver, shot: Path) -> bool:
+    shot.unlink(missing_ok=True)
+    return driver.save_screenshot(str(shot)) and _written(shot)
+
+
+async def screenshot(driver: WebDriver, shot: Path) -> None:
+    assert await asyncio.to_thread(_screenshot, driver, shot), f"no screenshot at {shot}"
     print(f"dashboard screenshot: {shot}")
-    return dom
 
 
-async def test_dashboard_in_a_browser(chromium: str, cluster: list[Hub], tmp_path: Path) -> None:
+@pytest.mark.timeout(60)  # a hard bound; the waits inside add up to less
+async def test_dashboard_in_a_browser(
+    browser_kit: BrowserKit, cluster: list[Hub], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One live page follows the cluster: right numbers, then a killed node's failover."""
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download
     d1, _, d3 = cluster
+    server = d1.http_server
+    assert server is not None
     ids = [f"w-{i}" for i in range(9)]
     await start(d1, ids)
-    await wait_until(lambda: settled(d1, ids, set(NODES)), 20)
+    await wait_until(lambda: settled(d1, ids, set(NODES)), 15)
     ARTIFACTS.mkdir(exist_ok=True)
-    # ?once: the page closes its EventSource after the first snapshot. Headless Chromium's
-    # virtual time stands still while a fetch is pending, and an open event stream is one.
-    url = f"http://{address(d1)}/?once=1"
 
-    dom = await render(chromium, tmp_path, url, ARTIFACTS / "dashboard-3-nodes.png")
-    assert 'id="status" class="live once"' in dom  # a snapshot came over the EventSource
-    assert page_counts(dom) == registry_counts(d1)
-    assert set(page_counts(dom)) == set(NODES)
-    for child_id in ids:
-        assert f'data-child="{child_id}"' in dom
+    async with browser(browser_kit) as driver:
+        await asyncio.to_thread(driver.get, f"http://{address(d1)}/")  # live: no ?once
 
-    await d3.stop()
-    await wait_until(lambda: settled(d1, ids, {"d1", "d2"}), 30)
-    dom = await render(chromium, tmp_path, url, ARTIFACTS / "dashboard-after-leave.png")
-    assert page_counts(dom) == registry_counts(d1)
-    assert set(page_counts(dom)) == {"d1", "d2"}
-    assert 'data-node="d3"' not in dom
-    assert "node left" in dom  # the recent-events list shows the leave
+        def all_three(view: PageView) -> bool:
+            return (
+                view.status == "live"
+                and page_counts(view) == registry_counts(d1)
+                and set(view.columns) == set(NODES)
+                and view.node_of() == {c: d1.registry.handles[c].node_id for c in ids}
+            )
+
+        await page_until(driver, all_three, 10, "the 3-node registry")
+        await screenshot(driver, ARTIFACTS / "dashboard-3-nodes.png")
+
+        await asyncio.to_thread(driver.execute_script, "window.__marker = 1;")
+        streams = set(server.feed.clients)
+        assert len(streams) == 1  # the page's EventSource
+        on_d3 = [c for c in ids if d1.registry.handles[c].node_id == "d3"]
+        assert on_d3
+
+        await d3.abort()  # a crash: no drain, its lease is left to expire (lease_ttl=3)
+        await wait_until(lambda: settled(d1, ids, {"d1", "d2"}), 15)
+
+        def failed_over(view: PageView) -> bool:
+            where = {c: d1.registry.handles[c].node_id for c in ids}
+            return (
+                page_counts(view) == registry_counts(d1)
+                and set(view.columns) == {"d1", "d2"}
+                and view.node_of() == where
+                and view.has_event("node_left", "d3 left (lease expired)")
+                and all(view.has_event("child_moved", f"{c} moved d3 → {where[c]}") for c in on_d3)
+            )
+
+        view = await page_until(driver, failed_over, 10, "d3's children moved to d1/d2")
+        await screenshot(driver, ARTIFACTS / "dashboard-after-kill.png")
+        assert view.marker == 1, "the page reloaded"
+        assert view.status == "live"
+        assert set(server.feed.clients) == streams  # the same event stream carried it all
 
 
 async def test_a_slow_client_is_dropped(cluster: list[Hub]) -> None:
