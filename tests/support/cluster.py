@@ -190,7 +190,14 @@ class Cluster:
         self.killed_at: dict[int, float] = {}
         self._counter = 0
 
-    def add(self, node_id: str | None = None, *, endpoint: str | None = None) -> NodeProcess:
+    def add(
+        self,
+        node_id: str | None = None,
+        *,
+        endpoint: str | None = None,
+        apps: Sequence[str] | None = None,
+    ) -> NodeProcess:
+        """Start one more node; ``apps`` replaces the cluster's ``--app`` list for it."""
         self._counter += 1
         node_id = node_id or f"node-{self._counter}"
         node = NodeProcess(
@@ -201,7 +208,7 @@ class Cluster:
             lease_ttl=self.lease_ttl,
             record_dir=self.record_dir,
             extra_args=self.extra_args,
-            apps=self.apps,
+            apps=self.apps if apps is None else apps,
             env=self.env,
         )
         self.nodes[node_id] = node
