@@ -277,6 +277,8 @@ class Hub(HubClient):
                 await self._cancel(name)
             await self.supervisor.stop_all()
             await self._cancel("supervisor")
+            if not crash:
+                await self.quorum.forget()  # leaving on purpose: nothing to resume
             await self._cancel("session")
             if crash:
                 self.session.abandon()

@@ -19,6 +19,10 @@ key (under the hub root)         value           lease            meaning
 ``leave/{node_id}``              LeaveRequest    none             an operator asks that
                                                                   node incarnation to drain
                                                                   and leave
+``gates/{node_id}``              JSON with       none             the quorum gate's memory
+                                 ``schema``                       of one node (quorum
+                                                                  strategies only; deleted
+                                                                  when the node leaves)
 ===============================  ==============  ===============  ==========================
 
 Ids are percent-encoded (``urllib.parse.quote`` with no safe characters), so ``/`` inside an
@@ -48,7 +52,7 @@ class Kind(enum.Enum):
     HANDOVER = "handover"
     CHECKPOINT = "checkpoints"
     LEAVE = "leave"
-    QUORUM = "quorum"
+    QUORUM = "gates"  # sorts before leave/: outside the watched range
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +162,8 @@ class KeySpace:
         return self.family(Kind.LEAVE) + _enc(node_id).encode()
 
     def quorum(self, node_id: NodeId | str) -> bytes:
-        """``quorum/{node_id}``: the partition strategy's memory of one node."""
+        """``gates/{node_id}``: the quorum gate's memory of one node (read only by that node,
+        so it sorts outside the watched range)."""
         return self.family(Kind.QUORUM) + _enc(node_id).encode()
 
     def watched_range(self) -> tuple[bytes, bytes]:

@@ -7,8 +7,11 @@ the children), and it refuses starts with :class:`~hub.errors.PartitionedError`.
 the mode as soon as the strategy says the quorum is back.
 
 The strategy's memory (:class:`~strategies.base.QuorumState`: largest size seen, recent
-losses) is stored per node under ``quorum/{node_id}`` without a lease, so it survives a
-restart of the node (``MajorityQuorum`` must remember the largest cluster it saw).
+losses) is stored per node under ``gates/{node_id}`` (JSON with a ``schema`` number)
+without a lease, so it survives a crash and restart of the node (``MajorityQuorum`` must
+remember the largest cluster it saw). A node that leaves on purpose deletes it, so pods
+with fresh names (a Deployment's) leave nothing behind; strategies with nothing to remember
+(``persists_state = False``: ``Strict``, ``Availability``) never write it.
 
 Ownership: the Hub runs :meth:`QuorumGate.run` in its task group.
 """
@@ -28,6 +31,9 @@ from hub.store import Store
 from strategies.base import MembershipView, PartitionStrategy, QuorumDecision, QuorumState
 
 log = get_logger("hub.quorum")
+
+#: Version of the stored JSON; a reader accepts this and newer (unknown keys are ignored).
+SCHEMA = 1
 
 
 class QuorumGate:
@@ -50,6 +56,8 @@ class QuorumGate:
         self.strategy = strategy
         self.on_change = on_change
         self.state = QuorumState()
+        #: False for strategies whose memory is not worth a write (see the module docstring)
+        self.persists = bool(getattr(strategy, "persists_state", True))
         self.partitioned = False
         self.reason = ""
         self._changed = asyncio.Event()
@@ -64,7 +72,10 @@ class QuorumGate:
         if kv is None:
             return
         try:
-            self.state = QuorumState.from_dict(json.loads(kv.value)).resumed()
+            data = json.loads(kv.value)
+            if not isinstance(data, dict) or not isinstance(data.get("schema"), int):
+                raise ValueError("not a quorum record (no schema)")
+            self.state = QuorumState.from_dict(data).resumed()
         except (ValueError, TypeError, KeyError) as exc:
             log.warning(
                 "ignoring unreadable quorum state: %s", exc, extra=fields(node_id=self.node_id)
@@ -104,10 +115,11 @@ class QuorumGate:
         stored = None
         while True:
             self.decide()
-            if self.state != stored:
+            if self.persists and self.state != stored:
                 try:
+                    record = {"schema": SCHEMA, **self.state.to_dict()}
                     await self.store.put(
-                        self.keys.quorum(self.node_id), json.dumps(self.state.to_dict()).encode()
+                        self.keys.quorum(self.node_id), json.dumps(record).encode()
                     )
                     stored = self.state
                 except StoreError as exc:
@@ -123,3 +135,13 @@ class QuorumGate:
             except TimeoutError:
                 pass
             self._changed.clear()
+
+    async def forget(self) -> None:
+        """Delete this node's stored memory: it leaves on purpose and will not be back under
+        this id with anything worth resuming. Best effort: a failure is only logged."""
+        if not self.persists:
+            return
+        try:
+            await self.store.delete(self.keys.quorum(self.node_id), timeout=1.0)
+        except StoreError as exc:
+            log.warning("quorum state not deleted: %s", exc, extra=fields(node_id=self.node_id))

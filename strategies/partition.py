@@ -186,6 +186,8 @@ class Strict:
     """
 
     guarantees: ClassVar[frozenset[Guarantee]] = _FENCED
+    #: no memory worth keeping across restarts: the quorum gate writes nothing to etcd
+    persists_state: ClassVar[bool] = False
 
     def decide(self, view: MembershipView, state: QuorumState) -> QuorumDecision:
         """Return "not partitioned" and the state updated with ``view``."""
@@ -217,6 +219,7 @@ class Availability:
     """
 
     guarantees: ClassVar[frozenset[Guarantee]] = frozenset({Guarantee.AVAILABLE_DURING_OUTAGE})
+    persists_state: ClassVar[bool] = False
 
     def decide(self, view: MembershipView, state: QuorumState) -> QuorumDecision:
         """Return "not partitioned" and the state updated with ``view``."""

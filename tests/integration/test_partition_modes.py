@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -16,6 +17,7 @@ from support.wait import wait_until
 from hub import ChildSpec, Hub, PartitionedError
 from hub.client import HubClient
 from hub.hooks import HookHandler, HookName, PartitionChanged
+from hub.store import EtcdConfig, Store
 from integration import state_workers
 from strategies.partition import MajorityQuorum, StaticQuorum
 
@@ -202,3 +204,30 @@ async def test_availability_mode_through_an_etcd_outage_converges_to_one_instanc
         await wait_until(one_each, 30, interval=0.1, message="did not converge after etcd returned")
     finally:
         cluster.close()
+
+
+async def _gate_record(etcd_endpoint: str, hub: Hub) -> dict[str, object] | None:
+    async with Store(EtcdConfig(endpoints=(etcd_endpoint,))) as store:
+        kv = await store.get(hub.keys.quorum(hub.node_id))
+    return None if kv is None else json.loads(kv.value)
+
+
+async def test_quorum_memory_is_versioned_kept_through_a_crash_and_deleted_on_leave(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    # A Deployment's pods get fresh names: keys they leave behind would pile up forever.
+    options = {"endpoints": [etcd_endpoint], "prefix": hub_prefix, "lease_ttl": 3}
+    crashed = Hub("gates", node_id="g1", partition=MajorityQuorum(), **options)
+    async with crashed:
+        await wait_until(lambda: _gate_record(etcd_endpoint, crashed), 10)
+        await crashed.abort()
+    record = await _gate_record(etcd_endpoint, crashed)
+    assert record is not None and record["schema"] == 1 and record["max_seen"] == 1
+
+    async with Hub("gates", node_id="g1", partition=MajorityQuorum(), **options) as back:
+        assert back.quorum.state.max_seen == 1  # resumed from the crashed incarnation
+    assert await _gate_record(etcd_endpoint, back) is None  # left on purpose: forgotten
+
+    async with Hub("gates", node_id="g2", **options) as strict:  # Strict: nothing to keep
+        await wait_until(lambda: strict.quorum.state.max_seen == 1, 10)
+        assert await _gate_record(etcd_endpoint, strict) is None

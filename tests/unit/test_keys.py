@@ -215,3 +215,18 @@ def test_prefix_end_excludes_keys_without_the_prefix(prefix: bytes, key: bytes) 
     end = prefix_end(prefix)
     if end != b"\0" and prefix <= key < end:
         assert key.startswith(prefix)
+
+
+def test_the_watched_range_holds_what_every_node_needs_and_nothing_else() -> None:
+    keys = KS
+    start, end = keys.watched_range()
+
+    def watched(key: bytes) -> bool:
+        return start <= key < end
+
+    assert all(watched(k) for k in (keys.node("n"), keys.spec("c"), keys.owner("c")))
+    assert watched(keys.leave("n")) and watched(keys.replica("c", "n"))
+    # Worker state and each node's own quorum memory are read by one node only.
+    assert not any(
+        watched(k) for k in (keys.checkpoint("c"), keys.handover("c"), keys.quorum("n"))
+    )
