@@ -12,6 +12,12 @@ the create revision of any key it created). If the outer txn fails, every future
 gets the exception; after :class:`~hub.errors.StoreTimeout` the outcome is *unknown* and
 callers must re-read (the watch will tell) rather than retry blindly.
 
+A batch etcd refuses as too large (:class:`~hub.errors.RequestTooLarge`: an etcd with a
+smaller ``--max-request-bytes`` than ``max_bytes`` assumes; etcd applied nothing) is sent
+again in halves, down to single operations, and later batches are cut at half its size: a
+refused batch never fails operations that fit on their own, and never livelocks. Only an
+operation too large by itself fails, with RequestTooLarge.
+
 Two operations on the same key never share an outer txn (etcd rejects duplicate keys),
 and an operation waits while an earlier one on its key is in flight: pipelined batches may
 be applied in any order, so this keeps each key's operations in submission order (a
@@ -27,7 +33,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 
-from hub.errors import HubClosed
+from hub.errors import HubClosed, RequestTooLarge
 from hub.logs import get_logger
 from hub.store import MAX_TXN_OPS, Op, Store, TxnResult, op_width
 
@@ -35,6 +41,9 @@ log = get_logger("hub.batcher")
 
 #: Bytes per outer txn; etcd's default request limit is 1.5 MiB.
 DEFAULT_MAX_BYTES = 1024 * 1024
+#: ``max_bytes`` never shrinks below this after refused batches (etcd's limit cannot
+#: sensibly be lower; single operations are still sent whatever their size).
+MIN_MAX_BYTES = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -139,24 +148,56 @@ class TxnBatcher:
         return batch
 
     async def _flush(self, batch: list[_Item]) -> None:
+        parts = [batch]
         try:
-            result = await self.store.txn((), [item.op for item in batch], timeout=self.timeout)
+            while parts:
+                part = parts.pop()
+                try:
+                    result = await self.store.txn(
+                        (), [item.op for item in part], timeout=self.timeout
+                    )
+                except RequestTooLarge as exc:
+                    if len(part) == 1:
+                        _fail(part, exc)
+                        continue
+                    self._shrink(part, exc)
+                    half = len(part) // 2
+                    parts += [part[half:], part[:half]]  # the first half goes first
+                    continue
+                self.batches += 1
+                self.ops += len(part)
+                for item, response in zip(part, result.responses, strict=True):
+                    if not item.future.done():
+                        item.future.set_result(response)
         except BaseException as exc:  # every future must learn the outcome
             failure = exc if isinstance(exc, Exception) else HubClosed("batcher stopped")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(failure)
+            _fail(batch, failure)  # what was already answered keeps its answer
             if not isinstance(exc, Exception):
                 raise
             log.debug("batch of %d failed: %s", len(batch), exc)
-        else:
-            self.batches += 1
-            self.ops += len(batch)
-            for item, response in zip(batch, result.responses, strict=True):
-                if not item.future.done():
-                    item.future.set_result(response)
         finally:
             self._busy.difference_update(item.key for item in batch)
             self._slots.release()
             if self._queue:
                 self._wakeup.set()
+
+    def _shrink(self, refused: list[_Item], exc: RequestTooLarge) -> None:
+        """Cut later batches below the size etcd just refused."""
+        size = sum(item.size for item in refused)
+        limit = max(MIN_MAX_BYTES, min(self.max_bytes, size // 2))
+        if limit < self.max_bytes:
+            log.warning(
+                "etcd refused a batch of %d operations, %d bytes (%s): batches are now "
+                "at most %d bytes; check etcd's --max-request-bytes",
+                len(refused),
+                size,
+                exc,
+                limit,
+            )
+            self.max_bytes = limit
+
+
+def _fail(items: list[_Item], exc: BaseException) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(exc)

@@ -13,7 +13,7 @@ from hub.errors import ConfigError, InvalidSpec
 from hub.keys import DEFAULT_PREFIX
 from hub.model import ChildSpec, validate_name
 from hub.rpc import RpcConfig
-from hub.store import EtcdConfig, TlsConfig
+from hub.store import DEFAULT_MAX_RESPONSE_BYTES, EtcdConfig, TlsConfig
 from strategies.base import DistributionStrategy, PartitionStrategy
 from strategies.distribution import ConsistentHashing
 from strategies.migration import ColdSwap, MigrationStrategy
@@ -101,6 +101,7 @@ def make_config(
     username: str | None = None,
     password: str | None = None,
     request_timeout: float = 5.0,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     allowed_targets: Sequence[str] | None = None,
     child_specs: Sequence[ChildSpec] = (),
     **options: object,
@@ -116,6 +117,7 @@ def make_config(
         username=username,
         password=password,
         request_timeout=request_timeout,
+        max_response_bytes=max_response_bytes,
     )
     try:
         return HubConfig(

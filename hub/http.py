@@ -450,6 +450,11 @@ class HubMetrics:
                 lambda: float(len(hub.reconciler.owned)),
             ),
             (
+                "processhub_unreadable_states",
+                "Children parked as failed since start: saved state too large to read.",
+                lambda: float(hub.reconciler.unreadable_states),
+            ),
+            (
                 "processhub_supervised_workers",
                 "Worker tasks alive on this node.",
                 lambda: float(len(hub.supervisor)),

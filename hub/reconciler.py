@@ -36,7 +36,15 @@ from typing import Any
 
 from hub.batcher import TxnBatcher
 from hub.codec import ReplicaRecord, decode_state, encode_owner, encode_replica, encode_state
-from hub.errors import CorruptRecord, HubClosed, InvalidSpec, StaleFence, StoreError
+from hub.errors import (
+    CorruptRecord,
+    HubClosed,
+    InvalidSpec,
+    RequestTooLarge,
+    RevisionCompacted,
+    StaleFence,
+    StoreError,
+)
 from hub.hooks import (
     ChildFailed,
     ChildrenMigrated,
@@ -50,7 +58,16 @@ from hub.logs import fields, get_logger
 from hub.model import ChildSpec, OwnerRecord, OwnerState, RestartPolicy
 from hub.registry import OwnerEntry, Registry, SpecEntry
 from hub.session import Session
-from hub.store import cmp_create, cmp_mod, op_delete, op_get, op_put, op_txn
+from hub.store import (
+    KeyValue,
+    ResponseTooLarge,
+    cmp_create,
+    cmp_mod,
+    op_delete,
+    op_get,
+    op_put,
+    op_txn,
+)
 from hub.supervisor import ExitKind, Supervisor, WorkerExit
 from strategies.base import DistributionStrategy, Placer
 from strategies.bounded_load import BoundedLoad
@@ -66,6 +83,11 @@ REBUILD_EVERY = 0.5
 
 #: Children released per step: one etcd txn's worth of owner deletes.
 RELEASE_CHUNK = 126
+
+#: Largest encoded worker state (checkpoint or handover) a node writes: it must fit one etcd
+#: request (1.5 MiB by default) beside its key and owner compare, like a spec
+#: (``max_spec_bytes``). Larger states are refused when written, never discovered when read.
+MAX_STATE_BYTES = 1024 * 1024
 
 
 def place(
@@ -252,6 +274,7 @@ class Reconciler:
         redundancy: Singularity | Replication | None = None,
         resync_interval: float = 30.0,
         max_in_flight_rounds: int = 8,
+        max_state_bytes: int = MAX_STATE_BYTES,
     ) -> None:
         self.node_id = node_id
         self.keys = keys
@@ -267,6 +290,9 @@ class Reconciler:
         )
         self._replica_sets: dict[str, tuple[str, ...]] = {}
         self.resync_interval = resync_interval
+        self.max_state_bytes = max_state_bytes
+        #: children parked as failed because their saved state is too large to read
+        self.unreadable_states = 0
         self.draining = False
         #: quorum lost: hand everything back, acquire nothing (like draining, but staying)
         self.partitioned = False
@@ -567,7 +593,7 @@ class Reconciler:
                     if Action.CLEAR_FOREIGN in groups:
                         tg.create_task(self._clear_foreign(groups[Action.CLEAR_FOREIGN], retry))
                     if Action.ADOPT in groups:
-                        self._adopt(groups[Action.ADOPT])
+                        tg.create_task(self._adopt(groups[Action.ADOPT], retry))
                     if Action.REPLICA_UP in groups:
                         tg.create_task(self._replica_up(groups[Action.REPLICA_UP], retry))
                     if Action.REPLICA_DOWN in groups:
@@ -613,7 +639,7 @@ class Reconciler:
             return
         value = self._owner_value(lease, OwnerState.STARTING)
         keys = self.keys
-        handover, replicated = self.migration.handover, self.replicated
+        replicated = self.replicated
         entries: list[SpecEntry] = []
         futures = []
         for child_id in child_ids:
@@ -621,11 +647,12 @@ class Reconciler:
             if entry is None:
                 continue
             owner_key = keys.owner(child_id)
-            # The same round trip reads the state the child may start from: handed over by
-            # its previous owner, or checkpointed.
-            success = [op_put(owner_key, value, lease), op_get(keys.checkpoint(child_id))]
-            if handover:  # only hot swap ever writes handover keys
-                success.append(op_get(keys.handover(child_id)))
+            # The same txn learns which state the child may start from exists (handed over
+            # by its previous owner, or checkpointed), but not its value: values make a
+            # reply of unknown size, and a reply too large for the channel would leave the
+            # acquire's outcome unknown. They are read next, at this txn's revision.
+            success = [op_put(owner_key, value, lease)]
+            success += [op_get(key, keys_only=True) for key in self._state_keys(child_id)]
             if replicated:  # promotion of a replica: its standby key goes in the same txn
                 success.append(op_delete(keys.replica(child_id, self.node_id)))
             op = op_txn(
@@ -638,6 +665,7 @@ class Reconciler:
             entries.append(entry)
             futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 5 + len(value)))
         results = await asyncio.gather(*futures, return_exceptions=True)
+        acquired: list[tuple[str, int, tuple[bytes, ...]]] = []
         for entry, result in zip(entries, results, strict=True):
             child_id = entry.spec.id
             if isinstance(result, BaseException):
@@ -654,7 +682,33 @@ class Reconciler:
             if self.session.lease_id != lease:
                 continue  # fenced meanwhile: the key dies with the old lease
             self.owned[child_id] = result.revision
-            local_state = None
+            state_keys = self._state_keys(child_id)
+            present = tuple(kvs[0].key for kvs in result.responses[1 : 1 + len(state_keys)] if kvs)
+            acquired.append((child_id, result.revision, present))
+        await self._start_owned(acquired, lease, retry)
+
+    def _state_keys(self, child_id: str) -> tuple[bytes, ...]:
+        """Where a child's saved state may be, in order of precedence on equal tokens."""
+        if self.migration.handover:  # only hot swap ever writes handover keys
+            return (self.keys.checkpoint(child_id), self.keys.handover(child_id))
+        return (self.keys.checkpoint(child_id),)
+
+    async def _start_owned(
+        self, owned: list[tuple[str, int, tuple[bytes, ...]]], lease: int, retry: list[str]
+    ) -> None:
+        """Start children this node just came to own, each with its saved state.
+
+        ``owned`` holds (child id, fencing token, state keys to read). The keys are read at
+        the token's revision: nobody else can write them after it (their writes are fenced
+        by the owner key, now ours), so this is what the acquire txn itself would have read.
+        """
+        states = await self._read_states(owned, retry)
+        for child_id, token, _ in owned:
+            if child_id not in states:
+                continue
+            if self.owned.get(child_id) != token or self.session.lease_id != lease:
+                continue  # lost (fenced, released) while its state was read
+            state, source = states[child_id]
             if self.supervisor.is_running(child_id):
                 # A promoted replica, or a worker kept through an outage (availability
                 # mode): restart it as the primary, under its new fencing token.
@@ -662,22 +716,83 @@ class Reconciler:
                     [child_id], collect_state=True, state_timeout=self.migration.state_timeout
                 )
                 local_state = kept.get(child_id)
-            state, source = self._incoming_state(child_id, result.responses)
-            if state is None and local_state is not None:
-                state, source = local_state, "promotion"
+                if state is None and local_state is not None:
+                    state, source = local_state, "promotion"
             if self.hooks.has_handlers(HookName.CHILD_DATA_ALTER):
-                await self._start_altered(child_id, result.revision, lease, state, source)
+                await self._start_altered(child_id, token, lease, state, source)
             else:
-                self._start(child_id, result.revision, lease, state, source)
+                self._start(child_id, token, lease, state, source)
 
-    def _incoming_state(self, child_id: str, responses: tuple[Any, ...]) -> tuple[Any, str | None]:
+    async def _read_states(
+        self, owned: list[tuple[str, int, tuple[bytes, ...]]], retry: list[str]
+    ) -> dict[str, tuple[Any, str | None]]:
+        """The state each child starts from, as :meth:`_incoming_state` picks it.
+
+        A child whose state could not be read is left out: after an etcd error it is given
+        back to the plan (unowned locally, it is adopted again, state and all); a state too
+        large for the channel parks it as failed (:meth:`_state_unreadable`).
+        """
+        reads = [(key, token) for _, token, keys in owned for key in keys]
+        found: dict[bytes, KeyValue] = {}
+        too_large: dict[bytes, ResponseTooLarge] = {}
+        store = self.session.store
+        try:
+            try:
+                if reads:
+                    found, too_large = await store.get_many(reads)
+            except RevisionCompacted:
+                # Only their owner, this node, may have written them since: the same values
+                # (but for handed-over state whose short lease ran out meanwhile).
+                found, too_large = await store.get_many([(key, 0) for key, _ in reads])
+        except StoreError as exc:
+            log.warning(
+                "could not read the state of %d children (%s); they will be retried",
+                len(owned),
+                exc,
+                extra=fields(node_id=self.node_id),
+            )
+            for child_id, token, _ in owned:
+                if self.owned.get(child_id) == token:
+                    del self.owned[child_id]
+                retry.append(child_id)
+            return {}
+        out: dict[str, tuple[Any, str | None]] = {}
+        for child_id, token, keys in owned:
+            unreadable = [key for key in keys if key in too_large]
+            if unreadable:
+                self._state_unreadable(child_id, token, too_large[unreadable[0]])
+            else:
+                out[child_id] = self._incoming_state(child_id, found)
+        return out
+
+    def _state_unreadable(self, child_id: str, token: int, exc: ResponseTooLarge) -> None:
+        """Park a child whose saved state is larger than this node accepts from etcd.
+
+        Starting it without that state would lose it, and retrying cannot succeed: it is
+        marked failed, with the reason, until an operator raises ``max_response_bytes`` or
+        moves it to a node that accepts it.
+        """
+        self.unreadable_states += 1
+        reason = f"saved state too large to read (raise max_response_bytes): {exc}"
+        log.error(
+            "%r not started: %s",
+            child_id,
+            reason,
+            extra=fields(node_id=self.node_id, child_id=child_id, token=token),
+        )
+        self.hooks.dispatch(ChildFailed(child_id, token, reason))
+        self._write_owner(child_id, token, OwnerState.FAILED, 0, reason)
+
+    def _incoming_state(
+        self, child_id: str, found: Mapping[bytes, KeyValue]
+    ) -> tuple[Any, str | None]:
         """The fresher of handed-over and checkpointed state (by the writer's token)."""
         best: tuple[int, int, Any, str] | None = None
-        handed = responses[2] if self.migration.handover else ()
-        for rank, (source, kvs) in enumerate((("checkpoint", responses[1]), ("handover", handed))):
-            if not kvs:
+        sources = zip(("checkpoint", "handover"), self._state_keys(child_id), strict=False)
+        for rank, (source, key) in enumerate(sources):
+            kv = found.get(key)
+            if kv is None:
                 continue
-            kv = kvs[0]
             try:
                 record = decode_state(kv.key, kv.value)
             except CorruptRecord as exc:
@@ -747,8 +862,11 @@ class Reconciler:
                 extra=fields(node_id=self.node_id, child_id=child_id, token=token),
             )
 
-    def _adopt(self, child_ids: list[str]) -> None:
+    async def _adopt(self, child_ids: list[str], retry: list[str]) -> None:
+        """Take over children the cache shows this incarnation owns (an acquire whose reply
+        was lost): start them with the state their acquire would have read."""
         lease = self.session.lease_id
+        to_start: list[tuple[str, int, tuple[bytes, ...]]] = []
         for child_id in child_ids:
             owner = self.registry.owners.get(child_id)
             if owner is None or owner.record is None or not lease:
@@ -759,7 +877,8 @@ class Reconciler:
             if owner.record.state is not OwnerState.FAILED and not self.supervisor.is_running(
                 child_id
             ):
-                self._start(child_id, owner.create_revision, lease)
+                to_start.append((child_id, owner.create_revision, self._state_keys(child_id)))
+        await self._start_owned(to_start, lease, retry)
 
     async def _release(self, child_ids: list[str], retry: list[str], decided: float) -> None:
         """Stop, then delete the owner key, in chunks of one txn's worth.
@@ -792,7 +911,7 @@ class Reconciler:
                 success = [op_delete(owner_key)]
                 if child_id in states and child_id in specs and handover_lease:
                     try:
-                        value = encode_state(states[child_id], token, now)
+                        value = self._encode_state(states[child_id], token, now)
                     except InvalidSpec as exc:
                         log.warning(
                             "%r moves without state: %s",
@@ -814,9 +933,13 @@ class Reconciler:
         for child_id, result in zip(released, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning(
-                    "release of %r failed: %s",
+                    "release of %r failed: %s%s",
                     child_id,
                     result,
+                    # etcd applied nothing; the retry carries no state (the worker stopped)
+                    "; it moves without its handed-over state"
+                    if isinstance(result, RequestTooLarge)
+                    else "",
                     extra=fields(node_id=self.node_id, child_id=child_id),
                 )
                 retry.append(child_id)
@@ -909,16 +1032,31 @@ class Reconciler:
 
         Raises:
             StaleFence: the child has another owner now (or none).
-            InvalidSpec: the state is neither bytes nor JSON-serializable.
+            InvalidSpec: the state is neither bytes nor JSON-serializable, or larger than
+                ``max_state_bytes`` once encoded.
         """
         owner_key = self.keys.owner(child_id)
-        value = encode_state(state, token, time.time())
+        value = self._encode_state(state, token, time.time())
         op = op_txn(
             [cmp_create(owner_key, "=", token)], [op_put(self.keys.checkpoint(child_id), value)]
         )
         result = await self.batcher.submit(op, self.keys.checkpoint(child_id))
         if not result.succeeded:
             raise StaleFence(child_id, token)
+
+    def _encode_state(self, state: Any, token: int, saved_at: float) -> bytes:
+        """Encode worker state, refusing it here if etcd could not store it in one request.
+
+        Raises:
+            InvalidSpec: not bytes or JSON, or larger than ``max_state_bytes`` encoded.
+        """
+        value = encode_state(state, token, saved_at)
+        if len(value) > self.max_state_bytes:
+            raise InvalidSpec(
+                f"worker state of {len(value)} bytes (encoded) is larger than the "
+                f"{self.max_state_bytes} bytes a checkpoint or handover may take"
+            )
+        return value
 
     def _cached_token(self, child_id: str) -> int | None:
         """Our token as the cache shows it (an acquire whose reply was lost, for example)."""

@@ -12,6 +12,11 @@ We use aetcd's generated gRPC stubs over a channel we build ourselves, because a
   timed out has an unknown outcome: callers re-read and decide, never retry blindly;
 * transactions, including nested ones (``op_txn``), so independent per-key compare-and-set
   operations ride one round trip (within etcd's 128-operation budget, see MAX_TXN_OPS);
+* bounded responses: a response larger than the channel accepts
+  (``EtcdConfig.max_response_bytes``, 64 MiB) is :class:`ResponseTooLarge`. Writes never
+  read values back (their responses stay small); reads of values go through
+  :meth:`Store.get_many` and :meth:`Store.list_prefix`, which size their requests to fit
+  and split what still does not — reads are idempotent, so that is safe;
 * watch streams with explicit progress requests, so a silent partition is noticed.
 
 Ownership: a :class:`Store` belongs to one Hub; it is used from one event loop.
@@ -61,10 +66,34 @@ MAX_TXN_OPS: Final = 128
 LIST_PAGE_SIZE: Final = 2000
 #: Read retries: three attempts, 50 ms to 1 s jittered, for transient unavailability only.
 READ_ATTEMPTS: Final = 3
+#: Default gRPC receive limit of the etcd channel: the largest response a node accepts. It
+#: bounds the memory one reply can take (protobuf decoding about doubles it) and holds 42
+#: values of etcd's default maximum size, so :meth:`Store.get_many` reads 42 states per
+#: round trip at worst. A larger reply fails as ResponseTooLarge and is never half-read.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+#: gRPC send limit: above etcd's own request limit, so etcd is the one that refuses.
+MAX_SEND_BYTES: Final = 64 * 1024 * 1024
+#: The largest value :meth:`Store.get_many` plans for: etcd's default ``--max-request-bytes``
+#: (1.5 MiB), which no value written through it can exceed. An etcd configured higher can
+#: hold bigger values; a read that then does not fit is split, down to one key.
+PLANNED_VALUE_BYTES: Final = 1536 * 1024
+#: Per-key allowance on top of key and value in a read response (revisions, framing).
+READ_OVERHEAD_BYTES: Final = 64
+#: Room for the response header of a read.
+RESPONSE_HEADER_BYTES: Final = 64 * 1024
 
 
 class LeaseNotFound(StoreError):
     """Raised when etcd says the lease named in a request does not exist (expired/revoked)."""
+
+
+class ResponseTooLarge(StoreError):
+    """Raised when etcd's response exceeds the channel's receive limit.
+
+    Unlike :class:`~hub.errors.RequestTooLarge` (etcd refused the request: nothing
+    happened), etcd *did* execute the request: after a write its outcome is unknown, as
+    after StoreTimeout. A read can be retried in smaller parts.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +144,8 @@ class EtcdConfig:
         request_timeout: deadline of every unary call, seconds.
         keepalive_time: gRPC keepalive ping interval, seconds (etcd refuses pings more
             often than every 5 s by default).
+        max_response_bytes: the channel's receive limit, the largest etcd response this
+            client accepts (see DEFAULT_MAX_RESPONSE_BYTES); at least 1 MiB.
     """
 
     endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
@@ -124,6 +155,7 @@ class EtcdConfig:
     request_timeout: float = 5.0
     keepalive_time: float = 10.0
     keepalive_timeout: float = 5.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         if isinstance(self.endpoints, str):
@@ -140,6 +172,8 @@ class EtcdConfig:
             raise ConfigError("etcd username and password must be given together")
         if self.request_timeout <= 0:
             raise ConfigError("request_timeout must be > 0")
+        if not isinstance(self.max_response_bytes, int) or self.max_response_bytes < 1024 * 1024:
+            raise ConfigError("max_response_bytes must be an int of at least 1 MiB (1048576)")
 
     def target(self) -> str:
         """The gRPC target string for these endpoints."""
@@ -260,9 +294,13 @@ def op_delete(key: bytes, *, prefix: bool = False) -> Op:
     return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key, range_end=end))
 
 
-def op_get(key: bytes) -> Op:
-    """A read of one key inside a txn."""
-    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+def op_get(key: bytes, *, keys_only: bool = False, revision: int = 0) -> Op:
+    """A read of one key inside a txn: at ``revision`` (0: the txn's), without its value
+    with ``keys_only`` (a write txn learns whether a key exists, not a reply of unknown
+    size)."""
+    return rpc.RequestOp(
+        request_range=rpc.RangeRequest(key=key, keys_only=keys_only, revision=revision)
+    )
 
 
 def op_width(op: Op) -> int:
@@ -317,7 +355,11 @@ def translate(exc: grpc.aio.AioRpcError) -> StoreError:
         return LeaseNotFound(details)
     if "required revision has been compacted" in details:
         return RevisionCompacted(0)
-    if "too large" in details or code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+    if "Received message larger than max" in details:
+        # gRPC's own client-side check (etcd's server says "received", lower case): the
+        # request was executed, its reply did not fit our receive limit.
+        return ResponseTooLarge(details)
+    if "too large" in details or "larger than max" in details:
         return RequestTooLarge(details)
     cls = _CODE_TO_ERROR.get(code, StoreError)
     return cls(f"etcd {code.name}: {details}")
@@ -383,8 +425,8 @@ class Store:
             # etcd's server policy refuses pings without an active stream (GOAWAY
             # "too_many_pings"); a node always has its watch open, which is what matters.
             ("grpc.keepalive_permit_without_calls", 0),
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", cfg.max_response_bytes),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
             # Reconnect quickly after etcd restarts: the default backoff grows to 120 s.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
@@ -483,7 +525,9 @@ class Store:
         """Read every key under ``prefix`` (or in ``[prefix, end)``) at one revision, in pages.
 
         Returns the keys and the revision they reflect. Raises RevisionCompacted if
-        ``revision`` is older than etcd keeps.
+        ``revision`` is older than etcd keeps. A page too large for the channel is asked
+        for again with half as many keys (big values would otherwise fail every relist);
+        ResponseTooLarge only if a single key does not fit.
         """
         end = end if end is not None else prefix_end(prefix)
         start = prefix
@@ -491,13 +535,65 @@ class Store:
         pinned = revision
         while True:
             req = rpc.RangeRequest(key=start, range_end=end, limit=page_size, revision=pinned)
-            resp = await self._read(self._kv.Range, req, timeout)
+            try:
+                resp = await self._read(self._kv.Range, req, timeout)
+            except ResponseTooLarge:
+                if page_size == 1:
+                    raise
+                page_size //= 2
+                continue
             if pinned == 0:
                 pinned = resp.header.revision
             out.extend(_kv(kv) for kv in resp.kvs)
             if not resp.more or not resp.kvs:
                 return out, pinned
             start = resp.kvs[-1].key + b"\0"
+
+    async def get_many(
+        self, reads: Sequence[tuple[bytes, int]], *, timeout: float | None = None
+    ) -> tuple[dict[bytes, KeyValue], dict[bytes, ResponseTooLarge]]:
+        """Read keys, each at its own revision (0: the latest), in few read-only txns.
+
+        Each txn asks for as many keys as fit the receive limit if every value had etcd's
+        default maximum size (PLANNED_VALUE_BYTES), so values of any size written through
+        a default etcd never make a reply too large. A reply that is too large anyway is
+        read again in halves (reads are idempotent), down to one key; a key that alone does
+        not fit is returned in the second dict, so it cannot keep the others from being
+        read. Absent keys are absent from both dicts.
+
+        Raises:
+            RevisionCompacted: a revision is older than etcd keeps.
+            StoreError: etcd failed otherwise (unavailability is retried, as for reads).
+        """
+        budget = self.config.max_response_bytes - RESPONSE_HEADER_BYTES
+        groups: list[list[tuple[bytes, int]]] = []
+        size = 0
+        for key, revision in dict.fromkeys(reads):  # a key twice at one revision: once
+            need = len(key) + PLANNED_VALUE_BYTES + READ_OVERHEAD_BYTES
+            if not groups or size + need > budget or len(groups[-1]) >= MAX_TXN_OPS:
+                groups.append([])
+                size = 0
+            groups[-1].append((key, revision))
+            size += need
+        found: dict[bytes, KeyValue] = {}
+        too_large: dict[bytes, ResponseTooLarge] = {}
+        groups.reverse()  # popped from the end: read in the order given
+        while groups:
+            group = groups.pop()
+            ops = [op_get(key, revision=revision) for key, revision in group]
+            try:
+                resp = await self._read(self._kv.Txn, rpc.TxnRequest(success=ops), timeout)
+            except ResponseTooLarge as exc:
+                if len(group) == 1:
+                    too_large[group[0][0]] = exc
+                else:
+                    half = len(group) // 2
+                    groups += [group[half:], group[:half]]
+                continue
+            for response in resp.responses:
+                for kv in response.response_range.kvs:
+                    found[kv.key] = _kv(kv)
+        return found, too_large
 
     async def count_prefix(self, prefix: bytes, *, timeout: float | None = None) -> int:
         """Count keys under a prefix without transferring them."""

@@ -111,7 +111,8 @@ class Context:
 
         Raises:
             StaleFence: this instance no longer owns the child; the write was refused.
-            InvalidSpec: the state is neither bytes nor JSON-serializable.
+            InvalidSpec: the state is neither bytes nor JSON-serializable, or larger than
+                1 MiB encoded (what one etcd request can carry; nothing was written).
             StoreError: etcd could not be reached.
         """
         if self.checkpointer is None:

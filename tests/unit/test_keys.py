@@ -227,6 +227,4 @@ def test_the_watched_range_holds_what_every_node_needs_and_nothing_else() -> Non
     assert all(watched(k) for k in (keys.node("n"), keys.spec("c"), keys.owner("c")))
     assert watched(keys.leave("n")) and watched(keys.replica("c", "n"))
     # Worker state and each node's own quorum memory are read by one node only.
-    assert not any(
-        watched(k) for k in (keys.checkpoint("c"), keys.handover("c"), keys.quorum("n"))
-    )
+    assert not any(watched(k) for k in (keys.checkpoint("c"), keys.handover("c"), keys.quorum("n")))
