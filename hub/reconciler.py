@@ -647,12 +647,12 @@ class Reconciler:
             if entry is None:
                 continue
             owner_key = keys.owner(child_id)
-            # The same txn learns which state the child may start from exists (handed over
-            # by its previous owner, or checkpointed), but not its value: values make a
-            # reply of unknown size, and a reply too large for the channel would leave the
-            # acquire's outcome unknown. They are read next, at this txn's revision.
+            # The same txn reads the state the child may start from (handed over by its
+            # previous owner, or checkpointed). If the reply is too large for the channel,
+            # etcd has applied the txn but its outcome is lost to us: the watch then shows
+            # these owner keys as ours and ADOPT reads their state in replies that fit.
             success = [op_put(owner_key, value, lease)]
-            success += [op_get(key, keys_only=True) for key in self._state_keys(child_id)]
+            success += [op_get(key) for key in self._state_keys(child_id)]
             if replicated:  # promotion of a replica: its standby key goes in the same txn
                 success.append(op_delete(keys.replica(child_id, self.node_id)))
             op = op_txn(
@@ -666,8 +666,14 @@ class Reconciler:
             futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 5 + len(value)))
         results = await asyncio.gather(*futures, return_exceptions=True)
         acquired: list[tuple[str, int, tuple[bytes, ...]]] = []
+        read: dict[bytes, KeyValue] = {}
+        lost_replies = 0
         for entry, result in zip(entries, results, strict=True):
             child_id = entry.spec.id
+            if isinstance(result, ResponseTooLarge):
+                lost_replies += 1  # applied by etcd: the watch shows it ours, ADOPT follows
+                retry.append(child_id)
+                continue
             if isinstance(result, BaseException):
                 log.warning(
                     "acquire of %r failed: %s",
@@ -683,9 +689,16 @@ class Reconciler:
                 continue  # fenced meanwhile: the key dies with the old lease
             self.owned[child_id] = result.revision
             state_keys = self._state_keys(child_id)
-            present = tuple(kvs[0].key for kvs in result.responses[1 : 1 + len(state_keys)] if kvs)
-            acquired.append((child_id, result.revision, present))
-        await self._start_owned(acquired, lease, retry)
+            saved = [got[0] for got in result.responses[1 : 1 + len(state_keys)] if got]
+            read.update((kv.key, kv) for kv in saved)
+            acquired.append((child_id, result.revision, tuple(kv.key for kv in saved)))
+        if lost_replies:
+            log.info(
+                "acquire reply with saved states too large for %d children: adopting them",
+                lost_replies,
+                extra=fields(node_id=self.node_id),
+            )
+        await self._start_owned(acquired, lease, retry, read=read)
 
     def _state_keys(self, child_id: str) -> tuple[bytes, ...]:
         """Where a child's saved state may be, in order of precedence on equal tokens."""
@@ -694,15 +707,24 @@ class Reconciler:
         return (self.keys.checkpoint(child_id),)
 
     async def _start_owned(
-        self, owned: list[tuple[str, int, tuple[bytes, ...]]], lease: int, retry: list[str]
+        self,
+        owned: list[tuple[str, int, tuple[bytes, ...]]],
+        lease: int,
+        retry: list[str],
+        *,
+        read: Mapping[bytes, KeyValue] | None = None,
     ) -> None:
         """Start children this node just came to own, each with its saved state.
 
-        ``owned`` holds (child id, fencing token, state keys to read). The keys are read at
-        the token's revision: nobody else can write them after it (their writes are fenced
-        by the owner key, now ours), so this is what the acquire txn itself would have read.
+        ``owned`` holds (child id, fencing token, state keys present). With ``read`` (the
+        acquire txn read them) those are the states; otherwise the keys are read at the
+        token's revision: nobody else can write them after it (their writes are fenced by
+        the owner key, now ours), so this is what the acquire txn itself would have read.
         """
-        states = await self._read_states(owned, retry)
+        if read is not None:
+            states = {child_id: self._incoming_state(child_id, read) for child_id, _, _ in owned}
+        else:
+            states = await self._read_states(owned, retry)
         for child_id, token, _ in owned:
             if child_id not in states:
                 continue

@@ -25,6 +25,7 @@ Ownership: a :class:`Store` belongs to one Hub; it is used from one event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import time
@@ -68,15 +69,18 @@ LIST_PAGE_SIZE: Final = 2000
 READ_ATTEMPTS: Final = 3
 #: Default gRPC receive limit of the etcd channel: the largest response a node accepts. It
 #: bounds the memory one reply can take (protobuf decoding about doubles it) and holds 42
-#: values of etcd's default maximum size, so :meth:`Store.get_many` reads 42 states per
-#: round trip at worst. A larger reply fails as ResponseTooLarge and is never half-read.
+#: values of etcd's default maximum size. A larger reply fails as ResponseTooLarge and is
+#: never half-read.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
 #: gRPC send limit: above etcd's own request limit, so etcd is the one that refuses.
 MAX_SEND_BYTES: Final = 64 * 1024 * 1024
-#: The largest value :meth:`Store.get_many` plans for: etcd's default ``--max-request-bytes``
-#: (1.5 MiB), which no value written through it can exceed. An etcd configured higher can
-#: hold bigger values; a read that then does not fit is split, down to one key.
-PLANNED_VALUE_BYTES: Final = 1536 * 1024
+#: The value size :meth:`Store.get_many` plans a read txn for. Planning for etcd's maximum
+#: (1.5 MiB) would read only 42 states per round trip when most are a few KiB, which slowed
+#: hot-swap moves by a third; values larger than this on average make a reply too large,
+#: which is cheap (gRPC refuses it by its length prefix) and is read again in halves.
+PLANNED_VALUE_BYTES: Final = 256 * 1024
+#: Read txns :meth:`Store.get_many` keeps in flight at once.
+READ_CONCURRENCY: Final = 4
 #: Per-key allowance on top of key and value in a read response (revisions, framing).
 READ_OVERHEAD_BYTES: Final = 64
 #: Room for the response header of a read.
@@ -554,12 +558,11 @@ class Store:
     ) -> tuple[dict[bytes, KeyValue], dict[bytes, ResponseTooLarge]]:
         """Read keys, each at its own revision (0: the latest), in few read-only txns.
 
-        Each txn asks for as many keys as fit the receive limit if every value had etcd's
-        default maximum size (PLANNED_VALUE_BYTES), so values of any size written through
-        a default etcd never make a reply too large. A reply that is too large anyway is
-        read again in halves (reads are idempotent), down to one key; a key that alone does
-        not fit is returned in the second dict, so it cannot keep the others from being
-        read. Absent keys are absent from both dicts.
+        Each txn asks for as many keys as fit the receive limit if every value had
+        PLANNED_VALUE_BYTES, and up to READ_CONCURRENCY txns are in flight. A reply that is
+        too large is read again in halves (reads are idempotent), down to one key; a key
+        that alone does not fit is returned in the second dict, so it cannot keep the
+        others from being read. Absent keys are absent from both dicts.
 
         Raises:
             RevisionCompacted: a revision is older than etcd keeps.
@@ -577,22 +580,31 @@ class Store:
             size += need
         found: dict[bytes, KeyValue] = {}
         too_large: dict[bytes, ResponseTooLarge] = {}
-        groups.reverse()  # popped from the end: read in the order given
-        while groups:
-            group = groups.pop()
-            ops = [op_get(key, revision=revision) for key, revision in group]
-            try:
-                resp = await self._read(self._kv.Txn, rpc.TxnRequest(success=ops), timeout)
-            except ResponseTooLarge as exc:
-                if len(group) == 1:
-                    too_large[group[0][0]] = exc
-                else:
-                    half = len(group) // 2
-                    groups += [group[half:], group[:half]]
-                continue
-            for response in resp.responses:
-                for kv in response.response_range.kvs:
-                    found[kv.key] = _kv(kv)
+        pending = collections.deque(groups)  # read in the order given
+
+        async def reader() -> None:
+            while pending:
+                group = pending.popleft()
+                ops = [op_get(key, revision=revision) for key, revision in group]
+                try:
+                    resp = await self._read(self._kv.Txn, rpc.TxnRequest(success=ops), timeout)
+                except ResponseTooLarge as exc:
+                    if len(group) == 1:
+                        too_large[group[0][0]] = exc
+                    else:
+                        half = len(group) // 2
+                        pending.extendleft((group[half:], group[:half]))
+                    continue
+                for response in resp.responses:
+                    for kv in response.response_range.kvs:
+                        found[kv.key] = _kv(kv)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(READ_CONCURRENCY, len(pending))):
+                    tg.create_task(reader())
+        except BaseExceptionGroup as group_error:  # one reader's error, as a single read's
+            raise group_error.exceptions[0] from None
         return found, too_large
 
     async def count_prefix(self, prefix: bytes, *, timeout: float | None = None) -> int:

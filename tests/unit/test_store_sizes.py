@@ -14,7 +14,7 @@ import grpc.aio
 import pytest
 from aetcd import rpc
 
-from hub.errors import ConfigError, RequestTooLarge, StoreError
+from hub.errors import ConfigError, RequestTooLarge, RevisionCompacted, StoreError
 from hub.store import (
     PLANNED_VALUE_BYTES,
     RESPONSE_HEADER_BYTES,
@@ -115,14 +115,15 @@ def fake_store(data: dict[bytes, bytes], limit: int) -> tuple[Store, FakeKV]:
     return store, kv
 
 
-async def test_reads_are_planned_for_values_of_etcds_maximum_size() -> None:
+async def test_reads_are_planned_for_values_of_the_planned_size() -> None:
     limit = 8 * MiB
-    data = {b"/s/%03d" % i: b"x" * 100 for i in range(12)}
+    data = {b"/s/%03d" % i: b"x" * 100 for i in range(69)}
     store, kv = fake_store(data, limit)
     found, too_large = await store.get_many([(key, 5) for key in data] + [(b"/s/none", 5)])
     assert {k: v.value for k, v in found.items()} == data and not too_large
     per_txn = (limit - RESPONSE_HEADER_BYTES) // (PLANNED_VALUE_BYTES + 64 + 6)
-    assert kv.txn_sizes == [per_txn, per_txn, 13 - 2 * per_txn]  # 5, 5, 3: none refused
+    # 31, 31, 8, read concurrently: none refused
+    assert sorted(kv.txn_sizes) == sorted([per_txn, per_txn, 70 - 2 * per_txn])
 
 
 async def test_a_reply_too_large_is_read_again_in_halves() -> None:
@@ -157,3 +158,17 @@ async def test_listing_raises_when_one_key_alone_does_not_fit() -> None:
     store, _ = fake_store({b"/p/big": b"v" * (2 * MiB)}, MiB)
     with pytest.raises(ResponseTooLarge):
         await store.list_prefix(b"/p/")
+
+
+async def test_an_error_in_one_of_several_concurrent_reads_is_raised_as_itself() -> None:
+    data = {b"/s/%03d" % i: b"x" * 100 for i in range(200)}
+    store, kv = fake_store(data, 8 * MiB)
+
+    async def compacted(request: Any, timeout: float, metadata: Any) -> Any:
+        raise rpc_error(
+            grpc.StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"
+        )
+
+    kv.Txn = compacted  # type: ignore[method-assign]
+    with pytest.raises(RevisionCompacted):
+        await store.get_many([(key, 5) for key in data])
