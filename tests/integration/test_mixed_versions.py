@@ -31,10 +31,8 @@ import contextlib
 import itertools
 import json
 import os
-import random
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ import pytest
 from google.protobuf.unknown_fields import UnknownFieldSet
 from support.checker import load_intervals, violations
 from support.cluster import REPO, Cluster, NodeProcess, http_json
+from support.traffic import Traffic
 from support.wait import wait_until, wait_until_sync
 
 import hub
@@ -129,87 +128,6 @@ class Fleet:
 
 
 # -- traffic through the fronts -----------------------------------------------------------
-
-
-class Traffic:
-    """Hits tenants through the fronts in service; each answer must carry the next count.
-
-    Remembers, per answered hit, which node's front sent the call and which node's worker
-    answered it: a call between two nodes of different versions.
-    """
-
-    def __init__(self, in_service: list[Node]) -> None:
-        self.in_service = in_service
-        self.tenants: list[str] = []
-        self.hits: dict[str, int] = {}
-        self.routes: set[tuple[str, str]] = set()  # (front's node, answering node)
-        self.problems: list[str] = []
-        self.answered = 0
-        self.lock = threading.Lock()  # one hit at a time: counts stay predictable
-
-    def hit(self, tenant: str, via: Node | None = None) -> dict[str, Any]:
-        with self.lock:
-            pods = (
-                [via] if via is not None else random.sample(self.in_service, len(self.in_service))
-            )
-            expected = self.hits.get(tenant, 0) + 1
-            for pod in pods:
-                try:
-                    status, body = http_json("POST", pod.front, f"/tenants/{tenant}/hit")
-                except ConnectionRefusedError:
-                    continue
-                except OSError as exc:
-                    self.problems.append(f"{tenant}: hit {expected} via {pod.name}: {exc!r}")
-                    return {}
-                if status not in (200, 429):
-                    self.problems.append(f"{tenant}: hit {expected} via {pod.name}: {body}")
-                    return {}
-                if body["hits"] != expected:
-                    self.problems.append(f"{tenant}: hit {expected} counted as {body['hits']}")
-                self.hits[tenant] = body["hits"]
-                self.routes.add((pod.name, body["node"]))
-                self.answered += 1
-                return dict(body)
-            self.problems.append(f"{tenant}: hit {expected}: no node in service answered")
-            return {}
-
-    def add(self, tenant: str, via: Node) -> dict[str, Any]:
-        """Create a tenant by hitting it through ``via`` (its front writes the spec)."""
-        body = self.hit(tenant, via)
-        assert body, self.problems
-        with self.lock:
-            self.tenants.append(tenant)
-        return body
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        """Hit every tenant round robin from a thread while the block runs."""
-        halt = threading.Event()
-
-        def loop() -> None:
-            for i in itertools.count():
-                with self.lock:
-                    tenant = self.tenants[i % len(self.tenants)]
-                if halt.is_set():
-                    return
-                self.hit(tenant)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            halt.set()
-            thread.join(30)
-
-    def enter(self, node: Node) -> None:
-        with self.lock:
-            self.in_service.append(node)
-
-    def leave(self, node: Node) -> None:
-        """Out of service before SIGTERM, as the endpoints controller does for a pod."""
-        with self.lock:
-            self.in_service.remove(node)
 
 
 # -- raw records --------------------------------------------------------------------------

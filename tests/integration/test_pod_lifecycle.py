@@ -25,7 +25,6 @@ no child ever runs twice at once, and it exits 0 within ``terminationGracePeriod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import json
@@ -51,6 +50,7 @@ from support.podenv import (
     remap_ports,
     resolve_env,
 )
+from support.traffic import Traffic
 from support.wait import wait_until, wait_until_sync
 
 from hub import ChildSpec
@@ -171,78 +171,6 @@ class ProbeLog(threading.Thread):
 
 
 # -- traffic ------------------------------------------------------------------------------
-
-
-class Traffic:
-    """Hits tenants through the fronts of the pods "in service", like a Service would.
-
-    Connection refused means not delivered (try another pod); any other failure leaves the
-    hit's fate unknown and is reported. Each answer must carry the tenant's next count.
-    """
-
-    def __init__(self, in_service: list[Pod]) -> None:
-        self.in_service = in_service
-        self.hits: dict[str, int] = {}
-        self.problems: list[str] = []
-        self.answered = 0
-        self.lock = threading.Lock()
-
-    def hit(self, tenant: str) -> None:
-        with self.lock:
-            pods = list(self.in_service)
-        expected = self.hits.get(tenant, 0) + 1
-        for pod in random.sample(pods, len(pods)):
-            try:
-                status, body = http_json("POST", pod.front, f"/tenants/{tenant}/hit")
-            except ConnectionRefusedError:
-                continue
-            except OSError as exc:
-                self.problems.append(f"{tenant}: hit {expected} via {pod.name}: {exc!r}")
-                return
-            if status not in (200, 429):
-                self.problems.append(f"{tenant}: hit {expected} via {pod.name}: {status} {body}")
-                return
-            if body["hits"] != expected:
-                self.problems.append(f"{tenant}: hit {expected} counted as {body['hits']}")
-            self.hits[tenant] = body["hits"]
-            self.answered += 1
-            return
-        self.problems.append(f"{tenant}: hit {expected}: no pod in service answered")
-
-    def hit_each(self, tenants: list[str], times: int = 1) -> None:
-        """Hit every tenant ``times`` times; stop at the first problem."""
-        for tenant in tenants:
-            for _ in range(times):
-                self.hit(tenant)
-                assert not self.problems, self.problems
-
-    @contextlib.contextmanager
-    def running(self, tenants: list[str]) -> Iterator[None]:
-        """Hit ``tenants`` round robin from a thread while the block runs."""
-        halt = threading.Event()
-
-        def loop() -> None:
-            for tenant in itertools.cycle(tenants):
-                if halt.is_set():
-                    return
-                self.hit(tenant)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            halt.set()
-            thread.join(30)
-
-    def enter(self, pod: Pod) -> None:
-        with self.lock:
-            self.in_service.append(pod)
-
-    def leave(self, pod: Pod) -> None:
-        """Out of service (the endpoints controller's part when a pod terminates)."""
-        with self.lock:
-            self.in_service.remove(pod)
 
 
 # -- fixtures and checks ------------------------------------------------------------------
