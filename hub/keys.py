@@ -11,7 +11,7 @@ key (under the hub root)         value           lease            meaning
 ``owners/{child_id}``            Owner           the owner's      active instance; its
                                                                   create_revision is the
                                                                   fencing token
-``replicas/{child_id}/{node}``   Replica         the host's       extra replicas (later)
+``replicas/{child_id}/{node}``   Replica         the host's       extra replicas
 ``handover/{child_id}``          State           handover lease   state in flight during a
                                                                   hot-swap migration
 ``checkpoints/{child_id}``       State           none             the last checkpoint the
