@@ -203,9 +203,18 @@ def decode_leave(key: bytes, value: bytes) -> int:
     return int(_parse(pb.LeaveRequest(), key, value).incarnation)
 
 
+#: Role of a replica whose worker ran out of restart intensity: parked on its node, no
+#: instance runs there. ``Replica`` has no state field, and a parked replica plays no role,
+#: so this is the third value of ``role``. Decoders before it refuse the record (they log it
+#: as undecodable and treat the replica as absent, which is what it is).
+REPLICA_FAILED = "failed"
+REPLICA_ROLES = ("passive", "active", REPLICA_FAILED)
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaRecord:
-    """``replicas/{child_id}/{node_id}``: a non-primary replica and its role."""
+    """``replicas/{child_id}/{node_id}``: a non-primary replica and its role
+    (``passive``, ``active``, or :data:`REPLICA_FAILED` once parked)."""
 
     node_id: str
     incarnation: int
@@ -229,6 +238,6 @@ def encode_replica(record: ReplicaRecord) -> bytes:
 def decode_replica(key: bytes, value: bytes) -> ReplicaRecord:
     """Parse a replica record; raises CorruptRecord."""
     msg = _parse(pb.Replica(), key, value)
-    if msg.role not in ("passive", "active") or not msg.node_id:
+    if msg.role not in REPLICA_ROLES or not msg.node_id:
         raise CorruptRecord(key, f"bad replica record (role {msg.role!r})")
     return ReplicaRecord(msg.node_id, msg.incarnation, msg.role, msg.started_at)

@@ -136,8 +136,9 @@ _DESCRIPTIONS: Mapping[HookName, tuple[str, str]] = {
     HookName.CHILD_FAILED: (
         _THIS,
         "A local child was parked as failed: its start failed or it exceeded its restart "
-        "intensity; it stays down, its owner marked `failed`, until it is stopped and "
-        "started again or this node goes away.",
+        "intensity; it stays down, its owner (or, for a replica instance, its replica "
+        "record; `fencing_token` 0) marked `failed`, until it is stopped and started again "
+        "or this node goes away.",
     ),
     HookName.CHILDREN_REGISTERED: (
         _EVERY,
@@ -268,7 +269,8 @@ class ChildStopped(HookEvent):
 
 @dataclass(frozen=True, slots=True)
 class ChildFailed(HookEvent):
-    """A local child was parked: its start failed or its restart intensity ran out."""
+    """A local child was parked: its start failed or its restart intensity ran out (a
+    replica instance has ``fencing_token`` 0)."""
 
     hook: ClassVar[HookName] = HookName.CHILD_FAILED
     child_id: str

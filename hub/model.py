@@ -268,7 +268,8 @@ class ChildHandle:
     restarts: int = 0
     last_exit: str = ""
     #: "active" for the owner (the primary); a replica is "passive" or, with active/active
-    #: replication, "active". Replica handles carry fencing token 0: they hold no owner key.
+    #: replication, "active"; "failed" (state ``FAILED``) once parked by its restart
+    #: intensity. Replica handles carry fencing token 0: they hold no owner key.
     role: str = "active"
 
     @property

@@ -35,7 +35,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.batcher import TxnBatcher
-from hub.codec import ReplicaRecord, decode_state, encode_owner, encode_replica, encode_state
+from hub.codec import (
+    REPLICA_FAILED,
+    ReplicaRecord,
+    decode_state,
+    encode_owner,
+    encode_replica,
+    encode_state,
+)
 from hub.errors import (
     CorruptRecord,
     HubClosed,
@@ -114,7 +121,9 @@ class Action(enum.Enum):
     RELEASE = "release"  # stop the local worker, then delete owners/{id} (fenced)
     STOP_LOCAL = "stop_local"  # a local worker without ownership: stop it, forget it
     CLEAR_FOREIGN = "clear_foreign"  # an undecodable owner key with no lease: delete it
-    REPLICA_UP = "replica_up"  # write replicas/{id}/{me} and start a non-primary instance
+    #: write replicas/{id}/{me} and start a non-primary instance; a parked replica's key is
+    #: marked failed instead, and nothing starts
+    REPLICA_UP = "replica_up"
     REPLICA_DOWN = "replica_down"  # stop the local replica, delete its key
 
 
@@ -225,13 +234,18 @@ def plan_replicated(
     my_replica: bool,
     cache_revision: int,
     released_token: int | None = None,
+    *,
+    parked: bool = False,
+    recorded_failed: bool = False,
 ) -> Action:
     """:func:`plan` for replication > 1. Pure.
 
     ``replica_set`` is where the child's instances belong, in order; its first node is the
     primary, which holds ``owners/{id}`` exactly like a singular child. ``running`` is
     whether a local instance exists (primary or replica); ``my_replica`` whether the cache
-    shows this node's ``replicas/{id}/{node}`` key.
+    shows this node's ``replicas/{id}/{node}`` key. ``parked``: the local replica ran out
+    of restart intensity (under this lease and spec); it stays down, as a parked owner
+    does, and its key says so (``recorded_failed`` once the cache shows that).
     """
     mine = _ownership(me, owner, owned_token, cache_revision, released_token)
     if mine is None:
@@ -250,6 +264,8 @@ def plan_replicated(
         # A local replica instance is promoted by the acquire (stopped, restarted active).
         return Action.ACQUIRE if owner is None and me.lease != 0 else Action.NOOP
     if member:
+        if parked:  # stays down; REPLICA_UP only marks its key failed
+            return Action.REPLICA_UP if my_replica and not recorded_failed else Action.NOOP
         if not running and me.lease != 0:
             return Action.REPLICA_UP
         return Action.NOOP
@@ -289,6 +305,9 @@ class Reconciler:
             redundancy if redundancy is not None else Singularity()
         )
         self._replica_sets: dict[str, tuple[str, ...]] = {}
+        #: child id -> (lease, spec create revision) of a local replica parked by its
+        #: restart intensity: not started again while both still hold
+        self._parked: dict[str, tuple[int, int]] = {}
         self.resync_interval = resync_interval
         self.max_state_bytes = max_state_bytes
         #: children parked as failed because their saved state is too large to read
@@ -527,6 +546,7 @@ class Reconciler:
 
     def lease_granted(self) -> None:
         self._frozen = False
+        self._parked.clear()  # parked under the old lease: a new one starts afresh
         self.mark_all()
 
     def _plan(self, child_ids: Iterable[str]) -> dict[str, Action]:
@@ -540,18 +560,23 @@ class Reconciler:
         owned, placement, supervisor = self.owned, self.placement, self.supervisor
         out: dict[str, Action] = {}
         if self.replicated:
-            replicas, node_id = reg.replicas, self.node_id
+            replicas, node_id, parked = reg.replicas, self.node_id, self._parked
             for child_id in child_ids:
+                spec = specs.get(child_id)
+                mine_replica = replicas.get(child_id, {}).get(node_id)
                 action = plan_replicated(
                     me,
-                    specs.get(child_id),
+                    spec,
                     owners.get(child_id),
                     self.replica_set(child_id),
                     owned.get(child_id),
                     supervisor.is_running(child_id),
-                    node_id in replicas.get(child_id, {}),
+                    mine_replica is not None,
                     revision,
                     released.get(child_id),
+                    parked=bool(parked) and self._is_parked(child_id, me.lease),
+                    recorded_failed=mine_replica is not None
+                    and mine_replica.record.role == REPLICA_FAILED,
                 )
                 if action is not Action.NOOP:
                     out[child_id] = action
@@ -688,6 +713,7 @@ class Reconciler:
             if self.session.lease_id != lease:
                 continue  # fenced meanwhile: the key dies with the old lease
             self.owned[child_id] = result.revision
+            self._parked.pop(child_id, None)  # a promoted replica starts afresh as owner
             state_keys = self._state_keys(child_id)
             saved = [got[0] for got in result.responses[1 : 1 + len(state_keys)] if got]
             read.update((kv.key, kv) for kv in saved)
@@ -984,12 +1010,23 @@ class Reconciler:
             with contextlib.suppress(Exception):
                 observer(kind, seconds)
 
+    def _is_parked(self, child_id: str, lease: int) -> bool:
+        """Whether the local replica was parked under this lease and the current spec."""
+        entry = self.registry.specs.get(child_id)
+        return entry is not None and self._parked.get(child_id) == (lease, entry.create_revision)
+
     async def _replica_up(self, child_ids: list[str], retry: list[str]) -> None:
-        """Publish ``replicas/{id}/{me}`` and start a non-primary instance."""
+        """Publish ``replicas/{id}/{me}`` and start a non-primary instance (a parked
+        replica: record it as failed, start nothing)."""
         lease = self.session.lease_id
         if not lease:
             retry.extend(child_ids)
             return
+        parked = [c for c in child_ids if self._is_parked(c, lease)] if self._parked else []
+        if parked:
+            await self._replica_park(parked, lease, retry)
+            skip = set(parked)
+            child_ids = [c for c in child_ids if c not in skip]
         role = "active" if self.redundancy.mode == "active_active" else "passive"
         value = encode_replica(ReplicaRecord(self.node_id, lease, role, time.time()))
         futures, started = [], []
@@ -1018,8 +1055,10 @@ class Reconciler:
                 )
 
     async def _replica_down(self, child_ids: list[str], retry: list[str]) -> None:
-        """Stop local replicas and withdraw their keys."""
+        """Stop local replicas and withdraw their keys (a parked one's too)."""
         local = [c for c in child_ids if c not in self.owned]
+        for child_id in local:
+            self._parked.pop(child_id, None)
         await self.supervisor.stop_many(local)
         futures = []
         for child_id in local:
@@ -1028,6 +1067,34 @@ class Reconciler:
         results = await asyncio.gather(*futures, return_exceptions=True)
         for child_id, result in zip(local, results, strict=True):
             if isinstance(result, BaseException):
+                retry.append(child_id)
+
+    async def _replica_park(self, child_ids: list[str], lease: int, retry: list[str]) -> None:
+        """Turn the keys of parked local replicas ``failed``, so every node (``ls``,
+        ``inspect``, ``get_pids``) sees a dead standby rather than a running one.
+
+        Only the key the cache shows, on this lease, is rewritten (compared on its create
+        revision): one deleted meanwhile (promotion, withdrawal) must not come back.
+        """
+        value = encode_replica(ReplicaRecord(self.node_id, lease, REPLICA_FAILED, time.time()))
+        futures, parked = [], []
+        for child_id in child_ids:
+            entry = self.registry.replicas.get(child_id, {}).get(self.node_id)
+            if entry is None or entry.lease != lease:
+                continue
+            key = self.keys.replica(child_id, self.node_id)
+            op = op_txn([cmp_create(key, "=", entry.create_revision)], [op_put(key, value, lease)])
+            futures.append(self.batcher.submit(op, key))
+            parked.append(child_id)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for child_id, result in zip(parked, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning(
+                    "could not record the parked replica of %r: %s",
+                    child_id,
+                    result,
+                    extra=fields(node_id=self.node_id, child_id=child_id),
+                )
                 retry.append(child_id)
 
     async def _lease_for_handover(self) -> int:
@@ -1138,14 +1205,17 @@ class Reconciler:
         self._write_owner(child_id, fencing_token, OwnerState.RESTARTING, restarts, reason)
 
     def worker_exited(self, child_id: str, fencing_token: int, exit: WorkerExit) -> None:
-        if self.owned.get(child_id) != fencing_token:
-            return
         entry = self.registry.specs.get(child_id)
         removes = exit.kind is ExitKind.NORMAL or (
             entry is not None
             and entry.spec.restart is RestartPolicy.TEMPORARY
             and exit.kind is ExitKind.CRASHED
         )
+        if fencing_token == 0 and not removes:
+            self._replica_failed(child_id, entry, exit)
+            return
+        if self.owned.get(child_id) != fencing_token:
+            return
         if removes:
             # Self-termination (transient normal exit, temporary any exit): the child
             # leaves the cluster. Delete spec and owner together, fenced by our token.
@@ -1165,9 +1235,18 @@ class Reconciler:
             self.hooks.dispatch(ChildStopped(child_id, fencing_token, reason))
             return
         self.hooks.dispatch(ChildFailed(child_id, fencing_token, exit.reason))
-        owner = self.registry.owners.get(child_id)
-        restarts = owner.record.restarts if owner is not None and owner.record else 0
-        self._write_owner(child_id, fencing_token, OwnerState.FAILED, restarts, exit.reason)
+        # The supervisor's count: the cached owner record may not show the last restart yet.
+        self._write_owner(child_id, fencing_token, OwnerState.FAILED, exit.restarts, exit.reason)
+
+    def _replica_failed(self, child_id: str, entry: SpecEntry | None, exit: WorkerExit) -> None:
+        """A local replica (no fencing token) was parked: report it like a parked owner
+        (``ChildFailed``, token 0) and keep it down; the plan records it in its key."""
+        lease = self.session.lease_id
+        if child_id in self.owned or not lease or entry is None:
+            return  # promoted meanwhile (it starts afresh as owner), fenced, or stopped
+        self._parked[child_id] = (lease, entry.create_revision)
+        self.hooks.dispatch(ChildFailed(child_id, 0, exit.reason))
+        self.mark([child_id])
 
     def _write_owner(
         self, child_id: str, token: int, state: OwnerState, restarts: int, last: str = ""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hub.codec import (
+    REPLICA_FAILED,
     ReplicaRecord,
     decode_leave,
     decode_node,
@@ -75,7 +76,7 @@ class OwnerEntry:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaEntry:
-    """``replicas/{id}/{node}``: a non-primary replica."""
+    """``replicas/{id}/{node}``: a non-primary replica (running, or parked as failed)."""
 
     record: ReplicaRecord
     create_revision: int
@@ -242,12 +243,13 @@ class Registry:
                 if parsed is None or parsed.node_id is None:
                     return None
                 replica = decode_replica(key, value)
+                parked = replica.role == REPLICA_FAILED
                 replica_handle = ChildHandle(
                     child_id=ident,
                     node_id=parsed.node_id,
                     incarnation=replica.incarnation,
                     fencing_token=0,
-                    state=OwnerState.RUNNING,
+                    state=OwnerState.FAILED if parked else OwnerState.RUNNING,
                     started_at=replica.started_at,
                     role=replica.role,
                 )

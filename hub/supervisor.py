@@ -113,12 +113,18 @@ class ExitKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WorkerExit:
-    """The final exit of a child on this node; ``reason`` is a one-line string (<= 500)."""
+    """The final exit of a child on this node; ``reason`` is a one-line string (<= 500).
+
+    ``restarts`` is how often the supervisor restarted the child before this exit: the
+    authoritative count, which records about the child (the owner record) must not take
+    from a cache that may lag behind the last ``worker_restarting``.
+    """
 
     child_id: str
     kind: ExitKind
     reason: str
     exit_code: int | None = None
+    restarts: int = 0
 
 
 class SupervisorEvents(Protocol):
@@ -589,7 +595,7 @@ class Supervisor:
             child, self._events.worker_started, child.spec.id, child.fencing_token, restarts
         )
 
-    def _finish(self, child: _Child, outcome: _Outcome) -> None:
+    def _finish(self, child: _Child, outcome: _Outcome, restarts: int) -> None:
         """Report the final exit; the id is released first so the hub may start it again."""
         self._forget(child)
         if child.stop_requested:
@@ -599,6 +605,7 @@ class Supervisor:
             kind=outcome.kind,
             reason=outcome.reason,
             exit_code=outcome.exit_code,
+            restarts=restarts,
         )
         self._notify(child, self._events.worker_exited, child.spec.id, child.fencing_token, exit_)
 
@@ -617,7 +624,7 @@ class Supervisor:
                 if outcome.kind is ExitKind.START_FAILED or not _should_restart(
                     spec.restart, outcome.kind
                 ):
-                    self._finish(child, outcome)
+                    self._finish(child, outcome, restarts)
                     return
                 if child.stop_requested:
                     return
@@ -638,7 +645,9 @@ class Supervisor:
                         reason,
                         extra=self._extra(child),
                     )
-                    self._finish(child, _Outcome(ExitKind.CRASHED, reason, outcome.exit_code))
+                    self._finish(
+                        child, _Outcome(ExitKind.CRASHED, reason, outcome.exit_code), restarts
+                    )
                     return
                 recent_restarts.append(now)
                 restarts += 1

@@ -29,7 +29,7 @@ from hub.supervisor import (
     WorkerExit,
     backoff_delay,
 )
-from hub.worker import AllowList
+from hub.worker import AllowList, Context
 
 MOD = sample_workers.__name__
 TIMEOUT = 5.0  # ceiling for every wait; tests normally finish in milliseconds
@@ -352,6 +352,45 @@ async def test_intensity_exceeded_is_a_final_crash(
             "last exit: ValueError: boom"
         )
         assert not sup.is_running("c1")
+
+
+@pytest.mark.parametrize("max_restarts", [0, 1, 3])
+async def test_the_final_exit_carries_the_restart_count(
+    no_leaked_tasks: None, max_restarts: int
+) -> None:
+    """The hub writes the parked owner record's ``restarts`` from the final exit."""
+    async with running(backoff_initial=0.001, backoff_max=0.002) as (sup, rec):
+        sup.start(
+            spec("c1", "Scripted", "permanent", args={"exit": "crash"}, max_restarts=max_restarts),
+            fencing_token=5,
+            incarnation=1,
+        )
+        await wait_until(lambda: bool(rec.exits("c1")), TIMEOUT)
+        (exit_,) = rec.exits("c1")
+        assert exit_.restarts == max_restarts == len(rec.restarting("c1"))
+
+
+async def crash_then_fail_at_start(ctx: Context) -> None:
+    """Crashes (past the start window) ``args["crashes"]`` times, then fails at start."""
+    if ctx.restarts < ctx.args["crashes"]:
+        for _ in range(5):
+            await asyncio.sleep(0)
+    raise ValueError(f"run {ctx.restarts}")
+
+
+async def test_a_start_failure_on_a_restart_carries_the_restart_count(
+    no_leaked_tasks: None,
+) -> None:
+    async with running(backoff_initial=0.001, backoff_max=0.002) as (sup, rec):
+        sup.start(
+            ChildSpec("c1", f"{__name__}:crash_then_fail_at_start", args={"crashes": 2}),
+            fencing_token=5,
+            incarnation=1,
+        )
+        await wait_until(lambda: bool(rec.exits("c1")), TIMEOUT)
+        assert rec.exits("c1") == [
+            WorkerExit("c1", ExitKind.START_FAILED, "ValueError: run 2", restarts=2)
+        ]
 
 
 async def test_permanent_normal_exits_also_count_toward_intensity(no_leaked_tasks: None) -> None:
