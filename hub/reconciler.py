@@ -32,7 +32,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hub.batcher import TxnBatcher
 from hub.codec import (
@@ -1268,9 +1268,12 @@ class Reconciler:
             fut = self.batcher.submit(op, owner_key, len(owner_key) * 2 + len(value))
         except HubClosed:
             return
-        fut.add_done_callback(lambda f: self._after_write(f, child_id))
+        record = _OwnerWrite(token, state, restarts, last)
+        fut.add_done_callback(lambda f: self._after_write(f, child_id, record))
 
-    def _after_write(self, fut: asyncio.Future[Any], child_id: str) -> None:
+    def _after_write(
+        self, fut: asyncio.Future[Any], child_id: str, record: _OwnerWrite | None = None
+    ) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -1283,17 +1286,33 @@ class Reconciler:
                     node_id=self.node_id, child_id=child_id, token=self.owned.get(child_id)
                 ),
             )
-            self._rewrite_later(child_id)
+            if record is not None:
+                self._rewrite_later(child_id, record)
 
-    def _rewrite_later(self, child_id: str) -> None:
-        """Re-publish the local worker's state after a failed write (level-triggered)."""
+    def _rewrite_later(self, child_id: str, record: _OwnerWrite) -> None:
+        """Write ``record`` again after a failed write, if it still says what is true: the
+        same owner token, and ``running`` only while the worker runs, ``failed`` only while
+        it is parked (a newer write has superseded a transient state)."""
 
         def again() -> None:
-            token = self.owned.get(child_id)
-            if token is not None and self.supervisor.is_running(child_id):
-                self._write_owner(child_id, token, OwnerState.RUNNING, 0)
+            if self.owned.get(child_id) != record.token:
+                return
+            running = self.supervisor.is_running(child_id)
+            if record.state is OwnerState.RUNNING and running:
+                self._write_owner(child_id, record.token, record.state, record.restarts)
+            elif record.state is OwnerState.FAILED and not running:
+                self._write_owner(child_id, *record)
 
         asyncio.get_running_loop().call_later(0.5 + random.random() * 0.5, again)
+
+
+class _OwnerWrite(NamedTuple):
+    """An owner record this node wrote, kept to write it again if the write failed."""
+
+    token: int
+    state: OwnerState
+    restarts: int
+    last: str
 
 
 def _stamp(stamps: dict[str, float], child_id: str) -> Callable[[asyncio.Future[Any]], None]:

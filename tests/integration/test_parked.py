@@ -10,6 +10,7 @@ not restarted and promotion is unaffected.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from support.wait import wait_until
 
-from hub import ChildSpec, Hub, OwnerState
+from hub import ChildSpec, Hub, OwnerState, StoreUnavailable
 from hub.codec import decode_owner, decode_replica
 from hub.hooks import ChildFailed, HookHandler, HookName
 from hub.http import HubMetrics
@@ -338,3 +339,41 @@ async def test_parking_ends_when_the_standby_takes_over(
         )
         assert parked_workers.runs("svc", standby) == 3 + 1 + 3
         assert [e.fencing_token for e in FAILED[standby]] == [0, 0]
+
+
+async def test_a_failed_owner_record_lost_to_an_etcd_error_is_written_again(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    """The first write of the `failed` record fails (an etcd hiccup): the retry writes the
+    same record — `failed`, with the restart count — not a `running` one, and not never."""
+    async with hubs(etcd_endpoint, hub_prefix, ["n1"]) as nodes:
+        hub = nodes["n1"]
+        spec = ChildSpec("loop", f"{W}:CrashAfterGate", max_restarts=2, max_seconds=60)
+        assert (await hub.start_child(spec, wait=True, timeout=TIMEOUT)).ok
+        owner_key = hub.keys.owner("loop")
+        submit = hub.batcher.submit
+        refused: list[OwnerRecord] = []
+
+        def failing_once(op: Any, key: bytes, size: int = 0) -> Any:
+            if key == owner_key and not refused and op.HasField("request_txn"):
+                put = op.request_txn.success[0].request_put
+                record = decode_owner(put.key, put.value)
+                if record.state is OwnerState.FAILED:
+                    refused.append(record)
+                    future = asyncio.get_running_loop().create_future()
+                    future.set_exception(StoreUnavailable("injected: etcd hiccup"))
+                    return future
+            return submit(op, key, size)
+
+        hub.batcher.submit = failing_once  # type: ignore[method-assign]
+        parked_workers.gate("loop").set()
+
+        async def failed_in_etcd() -> bool:
+            record = await owner_in_etcd(hub, "loop")
+            return record is not None and record.state is OwnerState.FAILED
+
+        await wait_until(failed_in_etcd, TIMEOUT, message="the failed record never landed")
+        assert len(refused) == 1  # the first write was lost; a retry wrote it
+        record = await owner_in_etcd(hub, "loop")
+        assert record is not None and record.restarts == 2, record
+        assert "restart intensity exceeded" in record.last_exit
