@@ -9,7 +9,8 @@ stream into :class:`ChildEvent` values:
 ``child_started``    a new owner's worker reached ``running``
 ``child_moved``      the same, on another node than the child's previous owner (``from_node``)
 ``child_restarted``  the owner record's ``restarts`` grew: it crashed and restarts in place
-``child_failed``     the owner record turned ``failed``: parked on its node
+``child_failed``     the owner record turned ``failed``: parked on its node (also a replica
+                     instance's record, with token 0)
 ``child_stopped``    the owner key is gone and so is the spec: stopped for good
 ===================  ======================================================================
 
@@ -89,6 +90,10 @@ class ChildEvents:
     def _derive(self, change: OwnerChange) -> ChildEvent | None:
         before, after = change.before, change.after
         child_id = change.child_id
+        if change.replica:  # a replica instance parked on its node (token 0)
+            if after is None or (before is not None and before.state is OwnerState.FAILED):
+                return None
+            return _event("child_failed", after, reason="replica parked: restart intensity")
         if after is None:
             if before is None:
                 return None

@@ -93,6 +93,9 @@ class OwnerChange:
     child_id: str
     before: ChildHandle | None
     after: ChildHandle | None
+    #: a replica instance's record (``replicas/{id}/{node}``) rather than the owner's; only
+    #: reported when it turns ``failed`` (parked by its restart intensity)
+    replica: bool = False
 
 
 class Listener(Protocol):
@@ -253,9 +256,16 @@ class Registry:
                     started_at=replica.started_at,
                     role=replica.role,
                 )
-                self.replicas.setdefault(ident, {})[parsed.node_id] = ReplicaEntry(
+                hosts = self.replicas.setdefault(ident, {})
+                previous_replica = hosts.get(parsed.node_id)
+                hosts[parsed.node_id] = ReplicaEntry(
                     replica, create_revision, lease, replica_handle
                 )
+                if parked and self.owner_observers:
+                    before_handle = previous_replica.handle if previous_replica else None
+                    self._owner_changes.append(
+                        OwnerChange(ident, before_handle, replica_handle, replica=True)
+                    )
                 touched.add(ident)
             elif kind is Kind.NODE:
                 info = decode_node(key, value)

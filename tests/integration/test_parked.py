@@ -19,6 +19,7 @@ import pytest
 from support.wait import wait_until
 
 from hub import ChildSpec, Hub, OwnerState, StoreUnavailable
+from hub.child_events import ChildEvent, ChildEvents
 from hub.codec import decode_owner, decode_replica
 from hub.hooks import ChildFailed, HookHandler, HookName
 from hub.http import HubMetrics
@@ -218,6 +219,12 @@ async def test_a_parked_replica_is_recorded_reported_and_not_restarted(
     redundancy = Replication(2, mode="active_passive")
     async with hubs(etcd_endpoint, hub_prefix, ["a", "b"], redundancy=redundancy) as nodes:
         primary, standby = ring_order(["a", "b"], "svc")
+        # What the primary's dashboard reports: events derived from its own registry.
+        seen: list[ChildEvent] = []
+        derive = ChildEvents(nodes[primary].registry)
+        nodes[primary].registry.owner_observers.append(
+            lambda changes: seen.extend(derive.owner_changes(changes))
+        )
         result = await nodes[primary].start_child(standby_spec("svc", standby), wait=True)
         assert result.ok, result.errors
 
@@ -252,6 +259,8 @@ async def test_a_parked_replica_is_recorded_reported_and_not_restarted(
         assert parked_workers.runs("svc", standby) == 3
         assert await replica_role_in_etcd(nodes[primary], "svc", standby) == "failed"
         assert len(FAILED[standby]) == 1
+        replica_failures = [(e.kind, e.node, e.token) for e in seen if e.kind == "child_failed"]
+        assert replica_failures == [("child_failed", standby, 0)]  # reported once, elsewhere
         # The primary is untouched.
         assert parked_workers.runs("svc", primary) == 1
         assert nodes[standby].supervisor.role("svc") is None
@@ -304,6 +313,12 @@ async def test_parking_ends_when_the_standby_takes_over(
     redundancy = Replication(2, mode="active_passive")
     async with hubs(etcd_endpoint, hub_prefix, ["a", "b"], redundancy=redundancy) as nodes:
         primary, standby = ring_order(["a", "b"], "svc")
+        # What the primary's dashboard reports: events derived from its own registry.
+        seen: list[ChildEvent] = []
+        derive = ChildEvents(nodes[primary].registry)
+        nodes[primary].registry.owner_observers.append(
+            lambda changes: seen.extend(derive.owner_changes(changes))
+        )
         result = await nodes[primary].start_child(standby_spec("svc", standby), wait=True)
         assert result.ok, result.errors
         await wait_until(
