@@ -290,7 +290,6 @@ class Reconciler:
         redundancy: Singularity | Replication | None = None,
         resync_interval: float = 30.0,
         max_in_flight_rounds: int = 8,
-        max_state_bytes: int = MAX_STATE_BYTES,
     ) -> None:
         self.node_id = node_id
         self.keys = keys
@@ -309,7 +308,6 @@ class Reconciler:
         #: restart intensity: not started again while both still hold
         self._parked: dict[str, tuple[int, int]] = {}
         self.resync_interval = resync_interval
-        self.max_state_bytes = max_state_bytes
         #: children parked as failed because their saved state is too large to read
         self.unreadable_states = 0
         self.draining = False
@@ -1122,7 +1120,7 @@ class Reconciler:
         Raises:
             StaleFence: the child has another owner now (or none).
             InvalidSpec: the state is neither bytes nor JSON-serializable, or larger than
-                ``max_state_bytes`` once encoded.
+                MAX_STATE_BYTES once encoded.
         """
         owner_key = self.keys.owner(child_id)
         value = self._encode_state(state, token, time.time())
@@ -1137,13 +1135,13 @@ class Reconciler:
         """Encode worker state, refusing it here if etcd could not store it in one request.
 
         Raises:
-            InvalidSpec: not bytes or JSON, or larger than ``max_state_bytes`` encoded.
+            InvalidSpec: not bytes or JSON, or larger than MAX_STATE_BYTES encoded.
         """
         value = encode_state(state, token, saved_at)
-        if len(value) > self.max_state_bytes:
+        if len(value) > MAX_STATE_BYTES:
             raise InvalidSpec(
                 f"worker state of {len(value)} bytes (encoded) is larger than the "
-                f"{self.max_state_bytes} bytes a checkpoint or handover may take"
+                f"{MAX_STATE_BYTES} bytes a checkpoint or handover may take"
             )
         return value
 

@@ -24,6 +24,7 @@ from hub import ChildSpec, InvalidSpec
 from hub.batcher import TxnBatcher
 from hub.codec import encode_state
 from hub.errors import RequestTooLarge
+from hub.http import HubMetrics
 from hub.keys import Kind
 from hub.localetcd import LocalEtcd
 from hub.store import EtcdConfig, Store, op_put, op_txn
@@ -169,6 +170,8 @@ async def test_a_state_too_large_to_read_parks_its_child_as_failed(
     assert "huge" not in INSTANCES
     await cluster.wait_settled()  # nothing left to retry
     assert hub.reconciler.unreadable_states == 1
+    metric = HubMetrics.of(hub).registry.get_sample_value("processhub_unreadable_states")
+    assert metric == 1  # what /metrics reports
     reader = EtcdConfig(endpoints=hub.config.etcd.endpoints)  # the default 64 MiB limit
     async with Store(reader) as store:  # the state is kept for a later owner
         kv = await store.get(hub.keys.checkpoint("huge"))
