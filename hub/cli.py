@@ -401,7 +401,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``processhub`` command."""
     parser = argparse.ArgumentParser(prog="processhub", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "warning"))
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=("debug", "info", "warning", "error", "critical"),
+        default=(_env("LOG_LEVEL") or "warning").lower(),
+        help="env PROCESSHUB_LOG_LEVEL (default warning)",
+    )
     parser.add_argument("--log-json", action="store_true", default=_env("LOG_JSON") == "1")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -425,8 +431,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``processhub`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_json)
     try:
+        try:
+            setup_logging(args.log_level, args.log_json)
+        except ValueError:  # PROCESSHUB_LOG_LEVEL: argparse checks only the flag's choices
+            raise ConfigError(f"unknown log level {args.log_level!r}") from None
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
         return code

@@ -364,3 +364,17 @@ def test_a_reader_closing_the_pipe_ends_quietly(etcd_endpoint: str, hub_prefix: 
 def test_negative_shutdown_delay_is_a_usage_error() -> None:
     proc = run_cli(["node", "--endpoints", "127.0.0.1:1", "--shutdown-delay", "-1"])
     one_line_error(proc, 2, "--shutdown-delay")
+
+
+def test_unknown_log_level_is_a_usage_error_from_the_flag_or_the_environment() -> None:
+    by_flag = subprocess.run(
+        [*CLI, "--log-level", "loud", "ls", "--hub", HUB],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(None),
+    )
+    assert by_flag.returncode == 2 and "Traceback" not in by_flag.stderr, by_flag.stderr
+    assert "--log-level" in by_flag.stderr
+    by_env = run_cli(["ls", "--endpoints", "127.0.0.1:1"], {"PROCESSHUB_LOG_LEVEL": "loud"})
+    one_line_error(by_env, 2, "log level", "loud")
