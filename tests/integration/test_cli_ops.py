@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.wait import wait_until_sync
 
 CLI = [sys.executable, "-m", "hub.cli"]
 HUB = "ops"
@@ -85,16 +86,6 @@ class Ops:
         line = proc.stdout.readline()
         assert json.loads(line)["event"] == "ready", line
         return proc
-
-
-def _wait_for(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -194,7 +185,7 @@ def test_operator_verbs_end_to_end(ops: Ops, nodes: list[subprocess.Popen[str]])
     proc = nodes[0] if owner == "node-a" else nodes[1]
     assert f"drained {owner}" in ops.ok("drain", owner, "--timeout", "30")
     assert proc.wait(timeout=30) == 0
-    assert _wait_for(lambda: _children(ops)["c2"]["node"] == other)
+    wait_until_sync(lambda: _children(ops)["c2"]["node"] == other, 15.0, interval=0.2)
 
 
 def test_start_from_file(ops: Ops, nodes: list[subprocess.Popen[str]], tmp_path: Any) -> None:
