@@ -20,7 +20,7 @@ message:
   ``Hub.dispatch_call`` -> mailbox -> handler, and back);
 * ``grpc echo``: a plain ``grpc.aio`` unary echo of raw bytes (``rpc_echo.py``'s server,
   same channel/server options): the ceiling a node-to-node call can reach here;
-* ``rpc echo``: ``hub.rpc.RpcClient`` -> ``RpcServer`` whose dispatcher echoes: our
+* ``rpc echo``: ``hub.messaging.rpc.RpcClient`` -> ``RpcServer`` whose dispatcher echoes: our
   transport without the hub (lookup, codec, mailbox) around it;
 * ``local cast`` / ``remote cast``: ``await hub.cast(...)`` (returns once enqueued; the
   local one yields to the loop after each cast, see ``bench/node.py:load``).
@@ -63,8 +63,8 @@ from bench.hotswap import code_state
 from bench.run_all import git_info, machine_info, proc_cpu
 from bench.workers import ECHO
 from hub.client import HubClient
-from hub.localetcd import LocalEtcd
 from hub.model import ChildSpec
+from hub.operate.localetcd import LocalEtcd
 
 HUB = "bench"
 PREFIX = "/processhub"
@@ -466,7 +466,7 @@ def main_thread_us_per_call(phase: Phase, role: str) -> dict[str, float]:
 def codec_cost(payload_bytes: int) -> dict[str, float]:
     """Unprofiled cost of the payload codec for the benchmark's message (this process)."""
     from bench.node import echo_message
-    from hub.codec_payload import decode_payload, encode_payload
+    from hub.messaging.payload import decode_payload, encode_payload
 
     message = echo_message(payload_bytes)
     data, codec = encode_payload(message, child_id=REMOTE_CHILD)
@@ -520,13 +520,21 @@ CATEGORIES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("no Python frame: cygrpc coroutines, C task steps", (), ("_contextvars.Context",)),
     ("gRPC Python (grpc.aio; its Cython calls inside)", ("/grpc/",), ("grpc._cython",)),
     ("protobuf", ("/google/protobuf/", "_pb2"), ("google._upb", "FromString")),
-    ("RPC layer (hub/rpc.py)", ("hub/rpc.py",), ()),
-    ("payload codec (hub/codec_payload.py, json)", ("hub/codec_payload.py", "/json/"), ("_json",)),
-    ("mailbox (hub/mailbox.py, supervisor.mailbox)", ("hub/mailbox.py", "hub/supervisor.py"), ()),
+    ("RPC layer (hub/messaging/rpc.py)", ("hub/messaging/rpc.py",), ()),
+    (
+        "payload codec (hub/messaging/payload.py, json)",
+        ("hub/messaging/payload.py", "/json/"),
+        ("_json",),
+    ),
+    (
+        "mailbox (hub/messaging/mailbox.py, supervisor.mailbox)",
+        ("hub/messaging/mailbox.py", "hub/core/supervisor.py"),
+        (),
+    ),
     ("asyncio.Queue (the mailbox's queue)", ("asyncio/queues.py",), ()),
     (
         "call path (client.call/_send/_deliver, hub._local, registry)",
-        ("hub/client.py", "hub/hub.py", "hub/registry.py", "hub/model.py", "hub/errors.py"),
+        ("hub/client.py", "hub/hub.py", "hub/core/registry.py", "hub/model.py", "hub/errors.py"),
         (),
     ),
     ("asyncio.timeout", ("asyncio/timeouts.py",), ()),
@@ -541,19 +549,19 @@ KEY_FUNCTIONS = [
     ("hub/client.py", "_send"),
     ("hub/hub.py", "_deliver"),
     ("hub/client.py", "_deliver"),
-    ("hub/rpc.py", "call"),
-    ("hub/rpc.py", "_unary"),
+    ("hub/messaging/rpc.py", "call"),
+    ("hub/messaging/rpc.py", "_unary"),
     ("grpc/aio/_call.py", "_invoke"),
-    ("hub/rpc.py", "Call"),
-    ("hub/rpc.py", "_serve"),
+    ("hub/messaging/rpc.py", "Call"),
+    ("hub/messaging/rpc.py", "_serve"),
     ("hub/hub.py", "dispatch_call"),
     ("hub/hub.py", "_local"),
-    ("hub/mailbox.py", "call"),
-    ("hub/mailbox.py", "_handle"),
-    ("hub/supervisor.py", "mailbox"),
-    ("hub/codec_payload.py", "encode_payload"),
-    ("hub/codec_payload.py", "decode_payload"),
-    ("hub/rpc.py", "raise_for_reply"),
+    ("hub/messaging/mailbox.py", "call"),
+    ("hub/messaging/mailbox.py", "_handle"),
+    ("hub/core/supervisor.py", "mailbox"),
+    ("hub/messaging/payload.py", "encode_payload"),
+    ("hub/messaging/payload.py", "decode_payload"),
+    ("hub/messaging/rpc.py", "raise_for_reply"),
 ]
 
 OTHER = "other (stdlib glue)"

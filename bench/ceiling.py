@@ -3,7 +3,7 @@
 Writes ``n`` keys shaped like our spec keys (same key layout, values the size of an encoded
 spec) under a separate hub id, as nested txns packed ``batch`` (default 127, etcd's
 128-operation budget minus one) per outer txn with ``in_flight`` (default 4, like
-:class:`hub.batcher.TxnBatcher`) outer txns pipelined. Requests are built before the clock
+:class:`hub.etcd.batcher.TxnBatcher`) outer txns pipelined. Requests are built before the clock
 starts: this is etcd plus the gRPC client, not our code.
 
 Variants:
@@ -11,7 +11,7 @@ Variants:
 * ``put``: a nested txn holding one put (no compare);
 * ``cas``: a nested create-if-absent txn (``create_revision == 0`` -> put), the shape of
   our spec and owner writes;
-* ``batcher``: the ``cas`` ops submitted one by one through :class:`hub.batcher.TxnBatcher`
+* ``batcher``: the ``cas`` ops submitted one by one through :class:`hub.etcd.batcher.TxnBatcher`
   (our batching code on top of the raw client).
 
 Run alone: ``python bench/ceiling.py --endpoint 127.0.0.1:2379 --keys 10000``.
@@ -29,11 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hub.batcher import TxnBatcher
-from hub.codec import encode_spec
-from hub.keys import KeySpace
+from hub.etcd.batcher import TxnBatcher
+from hub.etcd.codec import encode_spec
+from hub.etcd.keys import KeySpace
+from hub.etcd.store import EtcdConfig, Store, cmp_create, op_put, op_txn
 from hub.model import ChildSpec
-from hub.store import EtcdConfig, Store, cmp_create, op_put, op_txn
 
 RAW_HUB = "bench-ceiling"
 
@@ -121,7 +121,7 @@ def main() -> int:
     if args.endpoint:
         result = asyncio.run(go(args.endpoint))
     else:
-        from hub.localetcd import LocalEtcd
+        from hub.operate.localetcd import LocalEtcd
 
         with LocalEtcd(name="bench-ceiling") as etcd:
             result = asyncio.run(go(etcd.endpoint))

@@ -62,8 +62,8 @@ from bench.cluster import REPO, NodeError, NodeProc, kill_all_started
 from bench.run_all import HUB, PREFIX, Bench, _file_sizes, git_info, machine_info, say, table
 from bench.workers import STATE_BYTES, STATEFUL
 from hub.client import HubClient
-from hub.localetcd import LocalEtcd
 from hub.model import ChildSpec
+from hub.operate.localetcd import LocalEtcd
 
 PHASES = ("start", "join", "restore", "drain")
 

@@ -30,12 +30,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.workers import IDLE
-from hub.codec import decode_spec, encode_owner, encode_spec
-from hub.keys import KeySpace
+from hub.core.registry import Registry
+from hub.core.supervisor import Supervisor, WorkerExit
+from hub.etcd.codec import decode_spec, encode_owner, encode_spec
+from hub.etcd.keys import KeySpace
+from hub.etcd.store import Event, cmp_create, op_put, op_txn
 from hub.model import ChildSpec, OwnerRecord, OwnerState
-from hub.registry import Registry
-from hub.store import Event, cmp_create, op_put, op_txn
-from hub.supervisor import Supervisor, WorkerExit
 from strategies.distribution import ConsistentHashing
 
 
@@ -149,7 +149,7 @@ def main() -> int:
     out["json_loads_two_empty_objects_us"] = per_call(lambda i: json.loads("{}"), n) * 2
     out["keys_split_us"] = per_call(lambda i: keys.split(ks[i]), n)
     out["keys_owner_us"] = per_call(lambda i: keys.owner(f"child-{i}"), n)
-    ring = ConsistentHashing().placer({f"node-{i}": 1 for i in (1, 2, 3)})
+    ring = ConsistentHashing().ring({f"node-{i}": 1 for i in (1, 2, 3)})
     ids = [f"child-{i}" for i in range(n)]
     out["ring_owner_us"] = per_call(lambda i: ring.owner(ids[i]), n)
     value = starting

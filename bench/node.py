@@ -33,7 +33,7 @@ Commands:
   process's CPU time per call, and failures by exception type (see :func:`load`).
 * ``echo_bench {mode, address, n, concurrency, warmup, payload_bytes}``: the same loop
   against an echo server of ``bench/rpc_echo.py`` at ``address``: ``mode`` "grpc" (plain
-  ``grpc.aio`` unary echo, the ceiling) or "rpc" (``hub.rpc.RpcClient`` to an
+  ``grpc.aio`` unary echo, the ceiling) or "rpc" (``hub.messaging.rpc.RpcClient`` to an
   ``RpcServer`` that echoes).
 * ``stats``: RSS (``/proc/self/status``), registry sizes, revision, local children, tasks,
   and ``informer_dropped``: watch events the informer discarded as already applied.
@@ -80,9 +80,9 @@ from typing import Any
 
 from bench import workers
 from bench.workers import IDLE
+from hub.core.registry import Registry
 from hub.hub import Hub
 from hub.model import ChildSpec, OwnerState
-from hub.registry import Registry
 from strategies.migration import HotSwap
 
 log = logging.getLogger("bench.node")

@@ -5,8 +5,9 @@ this process, runs ``--calls`` calls spread over ``--callers`` concurrent caller
 default) after a warm-up, twice:
 
 * ``grpc``: a minimal ``grpc.aio`` unary echo of raw bytes (a generic handler, no
-  protobuf), with the same server and channel options as :mod:`hub.rpc`: the floor;
-* ``hub``: :class:`hub.rpc.RpcClient` to :class:`hub.rpc.RpcServer` with a dispatcher that
+  protobuf), with the same server and channel options as :mod:`hub.messaging.rpc`: the floor;
+* ``hub``: :class:`hub.messaging.rpc.RpcClient` to :class:`hub.messaging.rpc.RpcServer` with a
+  dispatcher that
   echoes the payload: protobuf envelope, token-free checks, dataclass conversions.
 
 Reports median and p99 latency (ms, per call as one caller sees it) and throughput
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc
 import grpc.aio
 
-from hub.rpc import (
+from hub.messaging.rpc import (
     CallReplyData,
     CallRequestData,
     CastRequestData,

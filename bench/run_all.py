@@ -46,8 +46,8 @@ from bench import ceiling
 from bench.cluster import REPO, NodeError, NodeProc, kill_all_started
 from bench.workers import IDLE
 from hub.client import HubClient
-from hub.localetcd import LocalEtcd
 from hub.model import ChildSpec
+from hub.operate.localetcd import LocalEtcd
 from strategies.distribution import ConsistentHashing
 
 HUB = "bench"
@@ -494,8 +494,8 @@ class Bench:
         after = (await existing[0].request("placement", timeout=60))["placement"]
         moved = sum(1 for cid, nid in after.items() if before.get(cid) != nid)
         strategy = ConsistentHashing()
-        old_ring = strategy.placer({m: 1 for m in members})
-        new_ring = ConsistentHashing().placer({m: 1 for m in [*members, node_id]})
+        old_ring = strategy.ring({m: 1 for m in members})
+        new_ring = ConsistentHashing().ring({m: 1 for m in [*members, node_id]})
         ids = [f"child-{i}" for i in range(self.n)]
         ring_moved = sum(1 for c in ids if old_ring.owner(c) != new_ring.owner(c))
         out = {

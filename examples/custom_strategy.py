@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from strategies import Guarantee, stable_hash
+from strategies import NO_PINS, Guarantee, PinnedPlacer, PlacementInput, Placer, stable_hash
 
 
 class RendezvousPlacer:
@@ -42,5 +42,9 @@ class Rendezvous:
 
     guarantees = frozenset({Guarantee.DETERMINISTIC, Guarantee.MINIMAL_MOVEMENT})
 
-    def placer(self, members: Mapping[str, int]) -> RendezvousPlacer:
-        return RendezvousPlacer(members)
+    def placer(self, placement: PlacementInput) -> Placer:
+        ranked = RendezvousPlacer(placement.members)
+        if placement.pins is NO_PINS:
+            return ranked
+        # Children pinned by move/pin/a child mapping stay on their nodes.
+        return PinnedPlacer(ranked, placement.members, placement.pins)

@@ -3,9 +3,9 @@
 The public API lives here; everything else is an implementation module.
 """
 
-__version__ = "0.1.0"  # first: submodules read it while this package initialises
-
 import os as _os
+
+from hub._version import __version__
 
 # gRPC's C core logs every failed TLS handshake and reconnect to stderr unless told
 # otherwise before it is imported; our own logs already report what matters, once.
@@ -34,6 +34,7 @@ from hub.errors import (
     WorkerError,
     WorkerStartFailed,
 )
+from hub.etcd.store import TlsConfig
 from hub.hub import Hub
 from hub.model import (
     ChildFailure,
@@ -46,7 +47,6 @@ from hub.model import (
     StoppedChild,
     StopResult,
 )
-from hub.store import TlsConfig
 from hub.worker import Context
 
 __all__ = [

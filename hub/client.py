@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal, overload
 
-from hub.batcher import DEFAULT_MAX_BYTES, TxnBatcher
-from hub.codec import decode_spec, encode_leave, encode_spec
-from hub.codec_payload import decode_payload, encode_payload
 from hub.config import HubConfig, make_config
+from hub.core.placement import Placement, build_placement
+from hub.core.registry import Registry
 from hub.errors import (
     AlreadyStarted,
     CallError,
@@ -37,9 +36,21 @@ from hub.errors import (
     UnknownChild,
     UnknownNode,
 )
-from hub.informer import Informer
-from hub.keys import KeySpace
+from hub.etcd.batcher import DEFAULT_MAX_BYTES, TxnBatcher
+from hub.etcd.codec import decode_spec, encode_leave, encode_spec
+from hub.etcd.informer import Informer
+from hub.etcd.keys import KeySpace
+from hub.etcd.store import MAX_TXN_OPS, Store, cmp_create, cmp_mod, op_delete, op_put, op_txn
 from hub.logs import fields, get_logger
+from hub.messaging.payload import decode_payload, encode_payload
+from hub.messaging.rpc import (
+    CallReplyData,
+    CallRequestData,
+    CastRequestData,
+    RpcClient,
+    RpcConfig,
+    raise_for_reply,
+)
 from hub.model import (
     ChildFailure,
     ChildHandle,
@@ -51,21 +62,9 @@ from hub.model import (
     StopResult,
     validate_child_id,
 )
-from hub.reconciler import place
-from hub.registry import Registry
-from hub.rpc import (
-    CallReplyData,
-    CallRequestData,
-    CastRequestData,
-    RpcClient,
-    RpcConfig,
-    raise_for_reply,
-)
-from hub.store import MAX_TXN_OPS, Store, cmp_create, cmp_mod, op_delete, op_put, op_txn
 from hub.worker import AllowList, validate_target
-from strategies.base import Placer
+from strategies.base import RequiresChildMapping
 from strategies.errors import InvalidChildMapping
-from strategies.guided import Guided, validate_mapping
 
 log = get_logger("hub")
 
@@ -99,7 +98,9 @@ class HubClient:
         )
         self.batcher = TxnBatcher(self.store)
         self.rpc_client = RpcClient(cfg.rpc if cfg.rpc is not None else RpcConfig())
-        self._placer: Placer = cfg.distribution.placer({})
+        self._placement: Placement = build_placement(
+            self.registry, cfg.distribution, cfg.redundancy, {}
+        )
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._alive = False
@@ -187,16 +188,12 @@ class HubClient:
 
     def registry_changed(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
         if nodes_changed or full:
-            self._placer = self.config.distribution.placer(self.registry.active_members())
+            cfg = self.config
+            self._placement = build_placement(self.registry, cfg.distribution, cfg.redundancy)
 
     def placement(self, child_id: str) -> str | None:
         """The node ``child_id`` belongs on right now: its pin, or the strategy's choice."""
-        return place(
-            self.registry.specs.get(child_id),
-            child_id,
-            self.registry.active_members(),
-            self._placer,
-        )
+        return self._placement.owner(child_id)
 
     def _check_can_start(self) -> None:
         """Hook: a node refuses starts while fenced; a client always may try."""
@@ -284,8 +281,12 @@ class HubClient:
                 raise InvalidSpec(f"expected ChildSpec, got {type(spec).__name__}")
         if metadata:
             specs = [replace(spec, metadata={**spec.metadata, **metadata}) for spec in specs]
-        if isinstance(self.config.distribution, Guided):
-            validate_mapping([spec.id for spec in specs], child_mapping, 1)
+        distribution = self.config.distribution
+        if isinstance(distribution, RequiresChildMapping):
+            instances = self.config.redundancy.count(len(self.registry.active_members()))
+            distribution.validate_child_mapping(
+                [spec.id for spec in specs], child_mapping, max(1, instances)
+            )
         if child_mapping is not None:
             if not isinstance(child_mapping, Mapping):
                 raise InvalidChildMapping("child_mapping must be a mapping")

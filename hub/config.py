@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hub.errors import ConfigError, InvalidSpec
-from hub.keys import DEFAULT_PREFIX
+from hub.etcd.keys import DEFAULT_PREFIX
+from hub.etcd.store import DEFAULT_MAX_RESPONSE_BYTES, EtcdConfig, TlsConfig
+from hub.messaging.rpc import RpcConfig
 from hub.model import ChildSpec, validate_name
-from hub.rpc import RpcConfig
-from hub.store import DEFAULT_MAX_RESPONSE_BYTES, EtcdConfig, TlsConfig
-from strategies.base import DistributionStrategy, PartitionStrategy
+from strategies.base import DistributionStrategy, PartitionStrategy, RedundancyStrategy
 from strategies.distribution import ConsistentHashing
 from strategies.migration import ColdSwap, MigrationStrategy
 from strategies.partition import Strict
-from strategies.redundancy import Replication, Singularity
+from strategies.redundancy import Singularity
 
 #: etcd refuses requests above 1.5 MiB by default; one spec must fit with room to spare.
 DEFAULT_MAX_SPEC_BYTES = 1024 * 1024
@@ -45,7 +45,7 @@ class HubConfig:
     distribution: DistributionStrategy = field(default_factory=ConsistentHashing)
     migration: MigrationStrategy = field(default_factory=ColdSwap)
     partition: PartitionStrategy = field(default_factory=Strict)
-    redundancy: Singularity | Replication = field(default_factory=Singularity)
+    redundancy: RedundancyStrategy = field(default_factory=Singularity)
     hooks: Mapping[Any, Sequence[Any]] | None = None  # hub.hooks.HookSpec
     hook_timeout: float = 5.0
     weight: int = 1

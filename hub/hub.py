@@ -18,7 +18,11 @@ import asyncio
 from typing import Any
 
 from hub.client import HubClient
-from hub.codec_payload import decode_payload, encode_payload
+from hub.core.hooks import ChildRestarted, ChildStarted, Hooks, HubStopping, PartitionChanged
+from hub.core.membership import Membership
+from hub.core.quorum import QuorumGate
+from hub.core.reconciler import Reconciler
+from hub.core.supervisor import Supervisor, WorkerExit
 from hub.errors import (
     CallTimeout,
     ChildMoved,
@@ -29,16 +33,18 @@ from hub.errors import (
     StaleHandle,
     StoreError,
 )
-from hub.hooks import ChildRestarted, ChildStarted, Hooks, HubStopping, PartitionChanged
-from hub.http import HttpServer, HubMetrics
+from hub.etcd.session import Session
 from hub.logs import bind, fields, get_logger
-from hub.membership import Membership
+from hub.messaging.payload import decode_payload, encode_payload
+from hub.messaging.rpc import (
+    CallReplyData,
+    CallRequestData,
+    CastRequestData,
+    ReplyStatus,
+    RpcServer,
+)
 from hub.model import ChildHandle, NodeState
-from hub.quorum import QuorumGate
-from hub.reconciler import Reconciler
-from hub.rpc import CallReplyData, CallRequestData, CastRequestData, ReplyStatus, RpcServer
-from hub.session import Session
-from hub.supervisor import Supervisor, WorkerExit
+from hub.operate.http import HttpServer, HubMetrics
 from strategies.base import Guarantee
 
 log = get_logger("hub")
@@ -54,7 +60,7 @@ class Hub(HubClient):
         node_id: this node's name; default ``{hostname}-{pid}``.
         lease_ttl: seconds after which a silent node is considered dead; its children
             are restarted elsewhere about this long after a crash.
-        tls, username, password: etcd transport security (see :class:`hub.store.TlsConfig`).
+        tls, username, password: etcd transport security (see :class:`hub.etcd.store.TlsConfig`).
         child_specs: static children, started (if absent) when the hub boots.
         allowed_targets: ``fnmatch`` patterns of start targets this node accepts.
         distribution: placement strategy (default consistent hashing).

@@ -20,7 +20,7 @@ Guarantees: nothing read from etcd is unpickled or evaluated. A target is import
 spec can only name code that is already installed on the node. Resolution errors carry a
 one-line reason (:class:`~hub.errors.WorkerStartFailed`).
 
-This module creates no tasks: the supervisor (:mod:`hub.supervisor`) owns every worker task.
+This module creates no tasks: the supervisor (:mod:`hub.core.supervisor`) owns every worker task.
 
 Warning: importing a module runs its top-level code, on the event loop, the first time a
 target from it is resolved. Keep worker modules cheap to import.
@@ -226,12 +226,16 @@ def _is_worker_class(obj: object) -> bool:
 #: Resolved targets; starting thousands of children of one target imports it once.
 _LOADED: dict[str, object] = {}
 
+#: Modules of ours that moved: a spec stored in etcd under the old name still starts.
+MOVED_MODULES = {"hub.demo": "hub.operate.demo"}
+
 
 def _load_target(target: str, child_id: str) -> object:
     """Import ``target`` and return the class or async function it names."""
     module_name, sep, attr_path = target.partition(":")
     if not sep or not _is_dotted_name(module_name) or not _is_dotted_name(attr_path):
         raise WorkerStartFailed(child_id, f"target {target!r} must look like 'package.module:attr'")
+    module_name = MOVED_MODULES.get(module_name, module_name)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

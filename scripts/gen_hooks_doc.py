@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the hook table in docs/hooks.md from hub/hooks.py.
+"""Regenerate the hook table in docs/hooks.md from hub/core/hooks.py.
 
 Usage: ``python scripts/gen_hooks_doc.py`` rewrites the table between the markers;
 ``--check`` only reports (exit 1) when the committed file is stale. Everything outside the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hub.hooks import hook_table_markdown
+from hub.core.hooks import hook_table_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "hooks.md"
 BEGIN = "<!-- BEGIN GENERATED: hook table (scripts/gen_hooks_doc.py; do not edit) -->"

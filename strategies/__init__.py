@@ -12,13 +12,19 @@ A :class:`PartitionStrategy` decides from a :class:`MembershipView` and the
 """
 
 from strategies.base import (
+    NO_PINS,
+    ChildSetAware,
     DistributionStrategy,
     Guarantee,
     MembershipView,
     PartitionStrategy,
+    PlacementInput,
     Placer,
     QuorumDecision,
     QuorumState,
+    RedundancyMode,
+    RedundancyStrategy,
+    RequiresChildMapping,
 )
 from strategies.bounded_load import BoundedLoad, BoundedLoadPlacer
 from strategies.distribution import ConsistentHashing
@@ -38,15 +44,19 @@ from strategies.partition import (
     StaticQuorum,
     Strict,
 )
+from strategies.pins import PinnedPlacer
+from strategies.redundancy import Replication, Singularity
 from strategies.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing
 
 __all__ = [
     "DEFAULT_VNODES_PER_WEIGHT",
+    "NO_PINS",
     "Availability",
     "BoundedLoad",
     "BoundedLoadPlacer",
     "ChildMappingMismatch",
     "ChildReplicationMismatch",
+    "ChildSetAware",
     "ConsistentHashing",
     "DistributionStrategy",
     "DynamicQuorum",
@@ -60,10 +70,17 @@ __all__ = [
     "MembershipView",
     "MissingChildMapping",
     "PartitionStrategy",
+    "PinnedPlacer",
     "PlacementError",
+    "PlacementInput",
     "Placer",
     "QuorumDecision",
     "QuorumState",
+    "RedundancyMode",
+    "RedundancyStrategy",
+    "Replication",
+    "RequiresChildMapping",
+    "Singularity",
     "StaticQuorum",
     "Strict",
     "stable_hash",

@@ -5,10 +5,16 @@ or a :class:`MembershipView`) and returns a decision. It does no I/O, starts no 
 no state that changes what it answers. The hub executes the decisions; strategies only
 compute them.
 
-Two protocols live here:
+The protocols live here:
 
-* :class:`DistributionStrategy` builds a :class:`Placer` for a set of members: which node owns
-  each child.
+* :class:`DistributionStrategy` builds a :class:`Placer` from one :class:`PlacementInput`
+  (the members, their capacities, the pinned children, and for :class:`ChildSetAware`
+  strategies the set of children): which node owns each child. Two optional capabilities
+  are Protocols too, so the hub never asks which class a strategy is:
+  :class:`ChildSetAware` (placement depends on which children exist) and
+  :class:`RequiresChildMapping` (every start must name the nodes of its children).
+* :class:`RedundancyStrategy` says how many instances of each child run and whether the
+  extra ones are active or passive.
 * :class:`PartitionStrategy` decides from a :class:`MembershipView` and the
   :class:`QuorumState` it returned last time whether this node must stop its children
   (:class:`QuorumDecision`). Whatever such a strategy has to remember between two decisions is
@@ -22,18 +28,25 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
+    "NO_PINS",
+    "ChildSetAware",
     "DistributionStrategy",
     "Guarantee",
     "MembershipView",
     "PartitionStrategy",
+    "PlacementInput",
     "Placer",
     "QuorumDecision",
     "QuorumState",
+    "RedundancyMode",
+    "RedundancyStrategy",
+    "RequiresChildMapping",
 ]
 
 
@@ -94,21 +107,112 @@ class Placer(Protocol):
         ...
 
 
+#: The ``pins`` of a :class:`PlacementInput` in which no child is pinned.
+NO_PINS: Mapping[str, Sequence[str]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementInput:
+    """Everything a distribution strategy may place children by, for one membership.
+
+    Args:
+        members: the active members, node id -> weight (an int >= 1).
+        child_ids: every child that has a spec, sorted. The hub fills it only for
+            :class:`ChildSetAware` strategies (building it costs a sort of every id);
+            ``()`` otherwise.
+        capacities: node id -> relative capacity in [0, 1] (the largest published
+            capacity is 1.0), or ``None`` when no member publishes one.
+        pins: child id -> the nodes it is pinned to, in order of preference (what
+            ``move``, ``pin`` and a child mapping store in the spec). The hub passes a
+            read-only view of its current specs, read on lookup, not a copy. A pinned child
+            belongs on its first pinned node that is a member; with none of them a member
+            it waits (``owner()`` is ``None``) unless the strategy says otherwise
+            (``Guided(fallback="ring")``). :class:`~strategies.pins.PinnedPlacer` does this
+            around any placer. Unpinned children are not in it. :data:`NO_PINS` when none.
+    """
+
+    members: Mapping[str, int]
+    child_ids: Sequence[str] = ()
+    capacities: Mapping[str, float] | None = None
+    pins: Mapping[str, Sequence[str]] = field(default_factory=lambda: NO_PINS)
+
+
 @runtime_checkable
 class DistributionStrategy(Protocol):
-    """Decides which node owns each child, given the active members."""
+    """Decides which node owns each child, given one :class:`PlacementInput`."""
 
     @property
     def guarantees(self) -> frozenset[Guarantee]:
         """The properties this strategy promises."""
         ...
 
-    def placer(self, members: Mapping[str, int]) -> Placer:
-        """Return a :class:`Placer` for ``members`` (active node id -> weight).
+    def placer(self, placement: PlacementInput) -> Placer:
+        """Return a :class:`Placer` for ``placement``.
 
         Raises:
-            ValueError: a weight is not an int >= 1.
+            ValueError: a member id is not a non-empty str or a weight is not an int >= 1.
         """
+        ...
+
+
+@runtime_checkable
+class ChildSetAware(Protocol):
+    """An optional capability of a distribution strategy: placement depends on which
+    children exist (``BoundedLoad``). The hub fills :attr:`PlacementInput.child_ids` for it
+    and builds a new placer when children come or go, at most every ``rebuild_interval``
+    seconds, as well as on every membership change."""
+
+    @property
+    def rebuild_interval(self) -> float:
+        """Seconds between two rebuilds while the set of children changes (> 0)."""
+        ...
+
+
+@runtime_checkable
+class RequiresChildMapping(Protocol):
+    """An optional capability of a distribution strategy: every start names the nodes of
+    its children (``Guided``). The hub calls :meth:`validate_child_mapping` before it writes
+    anything, and stores each child's nodes as its pins."""
+
+    def validate_child_mapping(
+        self, child_ids: Sequence[str], mapping: object, replicas: int
+    ) -> None:
+        """Check ``mapping`` for a start of ``child_ids`` with ``replicas`` instances each.
+
+        Raises:
+            strategies.errors.PlacementError: the mapping is missing or does not fit.
+        """
+        ...
+
+
+# -- redundancy ------------------------------------------------------------------------------
+
+#: ``"active_passive"``: only the primary instance is active; ``"active_active"``: all are.
+RedundancyMode = Literal["active_passive", "active_active"]
+
+
+@runtime_checkable
+class RedundancyStrategy(Protocol):
+    """How many instances of each child run, and which of them are active.
+
+    The hub places ``count(members)`` instances of every child on the first distinct nodes
+    its placer returns (``placer.owners(child_id, count)``). The first is the primary: it
+    holds the owner key and the fencing token. With a count of 1 the extra instances of a
+    larger count (if the count shrank) are stopped and their records removed.
+    """
+
+    @property
+    def guarantees(self) -> frozenset[Guarantee]:
+        """The properties this strategy promises (``AT_MOST_ONE_OWNER`` for one active)."""
+        ...
+
+    @property
+    def mode(self) -> RedundancyMode:
+        """Whether the instances besides the primary are active or passive."""
+        ...
+
+    def count(self, members: int) -> int:
+        """Instances per child when the cluster has ``members`` active members (>= 1)."""
         ...
 
 

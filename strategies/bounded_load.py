@@ -12,22 +12,25 @@ so with equal weights and no load information every node takes at most ``ceil(c 
 ``c`` times the average, rounded up. The capacities add up to at least ``m``, so every
 child is placed. When every node reports ``f = 0`` the free fractions are ignored.
 
-Placement depends on the whole set of children, so the placer takes the child ids. To be
+Placement depends on the whole set of children, so the placer reads the child ids of its
+:class:`~strategies.base.PlacementInput` (the strategy is
+:class:`~strategies.base.ChildSetAware`: the hub fills them in and rebuilds the placer at
+most every ``rebuild_interval`` seconds while children come and go). To be
 deterministic it assigns them in ring order (by ``stable_hash``, then id), not in the order
 given: the same members, child ids and free fractions always give the same placement.
 
 Example::
 
+    >>> from strategies.base import PlacementInput
     >>> strategy = BoundedLoad(c=1.0)  # at most the average, rounded up
     >>> children = [f"job-{i}" for i in range(9)]
-    >>> placer = strategy.placer({"node-1": 1, "node-2": 1, "node-3": 1}, children)
+    >>> members = {"node-1": 1, "node-2": 1, "node-3": 1}
+    >>> placer = strategy.placer(PlacementInput(members, children))
     >>> dict(placer.capacity)
     {'node-1': 3, 'node-2': 3, 'node-3': 3}
     >>> dict(placer.load)  # a plain ring gives node-1 six of these nine
     {'node-1': 3, 'node-2': 3, 'node-3': 3}
-    >>> busy = strategy.placer(
-    ...     {"node-1": 1, "node-2": 1, "node-3": 1}, children, {"node-1": 0.0}
-    ... )
+    >>> busy = strategy.placer(PlacementInput(members, children, {"node-1": 0.0}))
     >>> dict(busy.load)  # node-1 published that it has no room left
     {'node-1': 0, 'node-2': 4, 'node-3': 5}
 
@@ -65,8 +68,9 @@ from types import MappingProxyType
 from typing import ClassVar, final
 
 from strategies._ring_cache import reuse_or_build
-from strategies.base import Guarantee
+from strategies.base import NO_PINS, Guarantee, PlacementInput, Placer
 from strategies.hashing import stable_hash
+from strategies.pins import PinnedPlacer
 from strategies.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing
 
 __all__ = ["BoundedLoad", "BoundedLoadPlacer"]
@@ -210,10 +214,12 @@ class BoundedLoad:
         c: the balance factor (the paper's ``1 + epsilon``), a finite number >= 1. Each
             node's capacity is ``ceil(c * its fair share of the children)``.
         vnodes_per_weight: ring points per unit of node weight.
+        rebuild_interval: seconds between two rebuilds of the placement while children
+            come and go (each rebuild hashes every child id).
 
     Raises:
-        ValueError: ``c`` is below 1 or not finite, or ``vnodes_per_weight`` is not an
-            int >= 1.
+        ValueError: ``c`` is below 1 or not finite, ``vnodes_per_weight`` is not an
+            int >= 1, or ``rebuild_interval`` is not a positive number.
     """
 
     guarantees: ClassVar[frozenset[Guarantee]] = frozenset(
@@ -222,6 +228,7 @@ class BoundedLoad:
 
     c: float = 1.25
     vnodes_per_weight: int = DEFAULT_VNODES_PER_WEIGHT
+    rebuild_interval: float = 0.5
     # A cache, not part of the value: the ring for the members of the last call.
     _last_ring: HashRing | None = field(
         default=None, init=False, repr=False, compare=False, hash=False
@@ -232,24 +239,30 @@ class BoundedLoad:
         value = self.vnodes_per_weight
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"vnodes_per_weight must be an int >= 1, got {value!r}")
+        interval = self.rebuild_interval
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not math.isfinite(interval)
+            or interval <= 0
+        ):
+            raise ValueError(f"rebuild_interval must be a number > 0, got {interval!r}")
 
-    def placer(
-        self,
-        members: Mapping[str, int],
-        child_ids: Iterable[str] = (),
-        capacities: Mapping[str, float] | None = None,
-    ) -> BoundedLoadPlacer:
-        """Return the placement of ``child_ids`` on ``members``.
+    def placer(self, placement: PlacementInput) -> Placer:
+        """Return the placement of ``placement.child_ids`` on ``placement.members``.
 
-        Args:
-            members: active node id -> weight.
-            child_ids: every child to place (all the specs), in any order.
-            capacities: node id -> fraction of its capacity free (0..1) as the nodes
-                publish it; scales each node's capacity. ``None``: all 1.0.
+        ``placement.capacities`` (node id -> fraction of its capacity free, 0..1, as the
+        nodes publish it) scales each node's capacity; ``None``: all 1.0. Pins are honoured
+        around it (:class:`~strategies.pins.PinnedPlacer`); without pins the placer is the
+        :class:`BoundedLoadPlacer` itself.
 
         Raises:
             ValueError: a member, weight, child id or free fraction is malformed.
         """
+        members = placement.members
         ring = reuse_or_build(self._last_ring, members, self.vnodes_per_weight)
         object.__setattr__(self, "_last_ring", ring)
-        return BoundedLoadPlacer(ring, child_ids, self.c, capacities)
+        inner = BoundedLoadPlacer(ring, placement.child_ids, self.c, placement.capacities)
+        if placement.pins is NO_PINS:
+            return inner
+        return PinnedPlacer(inner, members, placement.pins)

@@ -8,19 +8,26 @@ that must move.
 Two more are defined in their own modules and exported here:
 
 * :class:`~strategies.guided.Guided`: each child runs on the nodes the caller named for it
-  (``placer(members, mapping)``; :func:`~strategies.guided.validate_mapping`).
+  (its pins; :func:`~strategies.guided.validate_mapping`).
 * :class:`~strategies.bounded_load.BoundedLoad`: the same ring, but no node owns more than
-  ``c`` times its share (``placer(members, child_ids, capacities)``).
+  ``c`` times its share (it reads the children and capacities of the
+  :class:`~strategies.base.PlacementInput`).
+
+Every placer takes one :class:`~strategies.base.PlacementInput` and honours its pins
+(:class:`~strategies.pins.PinnedPlacer`).
 
 Example::
 
+    >>> from strategies.base import PlacementInput
     >>> strategy = ConsistentHashing()
-    >>> placer = strategy.placer({"node-1": 1, "node-2": 1, "node-3": 1})
+    >>> placer = strategy.placer(PlacementInput({"node-1": 1, "node-2": 1, "node-3": 1}))
     >>> placer.owner("order-1")
     'node-1'
     >>> placer.owners("order-1", n=2)  # the owner, then the preferred replica
     ('node-1', 'node-2')
-    >>> joined = strategy.placer({"node-1": 1, "node-2": 1, "node-3": 1, "node-4": 1})
+    >>> joined = strategy.placer(
+    ...     PlacementInput({"node-1": 1, "node-2": 1, "node-3": 1, "node-4": 1})
+    ... )
     >>> joined.owner("order-1")  # moved: its new owner is the node that joined
     'node-4'
     >>> joined.owner("invoice-42"), placer.owner("invoice-42")  # not moved
@@ -47,9 +54,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from strategies.base import Guarantee
+from strategies._ring_cache import reuse_or_build
+from strategies.base import NO_PINS, Guarantee, PlacementInput, Placer
 from strategies.bounded_load import BoundedLoad, BoundedLoadPlacer
 from strategies.guided import Fallback, Guided, GuidedPlacer, validate_mapping
+from strategies.pins import PinnedPlacer
 from strategies.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing
 
 __all__ = [
@@ -89,23 +98,28 @@ class ConsistentHashing:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"vnodes_per_weight must be an int >= 1, got {value!r}")
 
-    def placer(self, members: Mapping[str, int]) -> HashRing:
-        """Return the ring for ``members`` (active node id -> weight).
+    def placer(self, placement: PlacementInput) -> Placer:
+        """Return the ring for ``placement.members``, pins honoured around it.
 
-        Calling again with equal members returns the same ring without rebuilding it.
+        Without pins (:data:`~strategies.base.NO_PINS`) the placer is the
+        :class:`~strategies.ring.HashRing` itself. Calling again with equal members reuses
+        the same ring without rebuilding it.
 
         Raises:
             ValueError: a node id is not a non-empty str or a weight is not an int >= 1.
         """
-        last = self._last_ring
-        # The type check keeps validation identical on a hit: True == 1, but is refused.
-        if (
-            last is not None
-            and last.weights == members
-            and all(type(weight) is int for weight in members.values())
-        ):
-            return last
-        ring = HashRing(members, self.vnodes_per_weight)
+        ring = self.ring(placement.members)
+        if placement.pins is NO_PINS:
+            return ring
+        return PinnedPlacer(ring, placement.members, placement.pins)
+
+    def ring(self, members: Mapping[str, int]) -> HashRing:
+        """The ring for ``members`` (active node id -> weight), reused while they hold.
+
+        Raises:
+            ValueError: a node id is not a non-empty str or a weight is not an int >= 1.
+        """
+        ring = reuse_or_build(self._last_ring, members, self.vnodes_per_weight)
         # One reference swap: concurrent callers at worst build the same ring twice.
         object.__setattr__(self, "_last_ring", ring)
         return ring

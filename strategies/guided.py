@@ -19,14 +19,16 @@ A child with no mapping entry at all is treated the same way (unplaced, or on th
 
 Example::
 
+    >>> from strategies.base import PlacementInput
     >>> mapping = {"billing": ["node-1"], "search": ["node-2"]}
     >>> validate_mapping(["billing", "search"], mapping, replicas=1)
-    >>> placer = Guided().placer({"node-1": 1, "node-2": 1}, mapping)
+    >>> placer = Guided().placer(PlacementInput({"node-1": 1, "node-2": 1}, pins=mapping))
     >>> placer.owner("billing"), placer.owner("search")
     ('node-1', 'node-2')
-    >>> print(Guided().placer({"node-1": 1}, mapping).owner("search"))  # waits for node-2
+    >>> one_node = PlacementInput({"node-1": 1}, pins=mapping)
+    >>> print(Guided().placer(one_node).owner("search"))  # waits for node-2
     None
-    >>> Guided(fallback="ring").placer({"node-1": 1}, mapping).owner("search")
+    >>> Guided(fallback="ring").placer(one_node).owner("search")
     'node-1'
     >>> validate_mapping(["billing", "mail"], mapping, replicas=1)
     Traceback (most recent call last):
@@ -51,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Final, Literal, final
 
 from strategies._ring_cache import reuse_or_build
-from strategies.base import Guarantee
+from strategies.base import Guarantee, PlacementInput
 from strategies.errors import (
     ChildMappingMismatch,
     ChildReplicationMismatch,
@@ -233,25 +235,28 @@ class Guided:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"vnodes_per_weight must be an int >= 1, got {value!r}")
 
-    def placer(
-        self,
-        members: Mapping[str, int],
-        mapping: Mapping[str, Sequence[str]] | None = None,
-    ) -> GuidedPlacer:
-        """Return a :class:`GuidedPlacer` for ``members`` and the children's ``mapping``.
+    def placer(self, placement: PlacementInput) -> GuidedPlacer:
+        """Return a :class:`GuidedPlacer` for the members and the children's pins.
 
-        Args:
-            members: active node id -> weight.
-            mapping: child id -> node ids (what each spec stores); read lazily, not copied.
+        ``placement.pins`` is the child mapping (what each spec stores); read lazily, not
+        copied.
 
         Raises:
             ValueError: a node id is not a non-empty str or a weight is not an int >= 1.
         """
+        members = placement.members
         ring = None
         if self.fallback == "ring":
             ring = reuse_or_build(self._last_ring, members, self.vnodes_per_weight)
             object.__setattr__(self, "_last_ring", ring)
-        return GuidedPlacer(members, mapping, fallback=self.fallback, ring=ring)
+        return GuidedPlacer(members, placement.pins, fallback=self.fallback, ring=ring)
+
+    def validate_child_mapping(
+        self, child_ids: Sequence[str], mapping: object, replicas: int
+    ) -> None:
+        """:func:`validate_mapping`: every start must map each child to ``replicas`` nodes
+        (this makes Guided a :class:`~strategies.base.RequiresChildMapping` strategy)."""
+        validate_mapping(child_ids, mapping, replicas)
 
     @staticmethod
     def validate(child_ids: Sequence[str], mapping: object, replicas: int) -> None:

@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from strategies.base import Guarantee
+from strategies.base import Guarantee, RedundancyMode
 
-Mode = Literal["active_passive", "active_active"]
+Mode = RedundancyMode
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.localetcd import LocalEtcd
+from hub.operate.localetcd import LocalEtcd
 from hub.testing import EtcdServer
 
 pytest_plugins = ("pytester",)  # tests/unit/test_testing_plugin.py runs inner sessions

@@ -24,7 +24,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from hub.http import parse_bind
+from hub.operate.http import parse_bind
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "Handler", "Request", "Response", "serve"]
 

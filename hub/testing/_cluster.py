@@ -24,8 +24,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from hub.errors import StoreError
+from hub.etcd.store import EtcdConfig, Store
 from hub.hub import Hub
-from hub.store import EtcdConfig, Store
 from hub.testing._wait import poll, wait_for
 
 __all__ = ["ClusterFactory", "HubCluster"]

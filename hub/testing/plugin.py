@@ -8,7 +8,7 @@ turns it off. Fixtures (all named ``processhub_*`` so they cannot shadow a proje
 - ``processhub_prefix``: an etcd key prefix no other test uses;
 - ``processhub_cluster``: a :class:`~hub.testing.ClusterFactory`,
   ``await processhub_cluster(3, **hub_options)``, every cluster stopped at teardown;
-- ``processhub_fresh_etcd``: a started :class:`~hub.localetcd.LocalEtcd` for this test
+- ``processhub_fresh_etcd``: a started :class:`~hub.operate.localetcd.LocalEtcd` for this test
   alone, free to stop, pause and restart;
 - ``processhub_no_leaked_tasks``: fails the test if an asyncio task outlives it.
 
@@ -30,7 +30,7 @@ from typing import Any, NoReturn, TypeVar, cast
 import pytest
 
 from hub.errors import ConfigError
-from hub.localetcd import LocalEtcd
+from hub.operate.localetcd import LocalEtcd
 from hub.testing._cluster import ClusterFactory
 from hub.testing._etcd import EtcdServer, EtcdUnavailable, etcd_for_tests
 from hub.testing._wait import wait_for

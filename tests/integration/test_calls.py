@@ -22,7 +22,7 @@ from hub.errors import (
     RpcAuthError,
     StaleHandle,
 )
-from hub.rpc import RpcConfig
+from hub.messaging.rpc import RpcConfig
 from integration import state_workers
 from strategies.migration import HotSwap
 

@@ -15,8 +15,8 @@ from support.wait import wait_until
 from hub import ChildSpec
 from hub.client import HubClient
 from hub.errors import CallError, CallTimeout, NodeUnreachable, RpcAuthError
-from hub.rpc import RpcConfig
-from hub.store import TlsConfig
+from hub.etcd.store import TlsConfig
+from hub.messaging.rpc import RpcConfig
 
 TTL = 3
 

@@ -13,9 +13,9 @@ import time
 import pytest
 from support.wait import wait_until_sync
 
-from hub.cli import build_parser
+from hub.operate.cli import build_parser
 
-CLI = [sys.executable, "-m", "hub.cli"]
+CLI = [sys.executable, "-m", "hub.operate.cli"]
 
 
 def _demo_pids(out: str) -> list[int]:

@@ -21,11 +21,11 @@ from typing import NoReturn
 import pytest
 from support.certs import Pki, make_pki
 
-from hub.cli import _report, build_parser
 from hub.errors import ConfigError, StoreAuthError
-from hub.localetcd import LocalEtcd, LocalTls
+from hub.operate.cli import _report, build_parser
+from hub.operate.localetcd import LocalEtcd, LocalTls
 
-CLI = [sys.executable, "-m", "hub.cli"]
+CLI = [sys.executable, "-m", "hub.operate.cli"]
 HUB = "errs"
 PASSWORD = "s3cret-root-pw"
 WRONG_PASSWORD = "not-the-pw-91"
@@ -90,7 +90,9 @@ def shows_traceback(
 
 def test_unknown_child_or_node_exits_3(etcd_endpoint: str, hub_prefix: str) -> None:
     etcd = ["--endpoints", etcd_endpoint, "--prefix", hub_prefix]
-    accepted = run_cli(["start", "known", "hub.demo:Counter", *etcd])  # no node: stays pending
+    accepted = run_cli(
+        ["start", "known", "hub.operate.demo:Counter", *etcd]
+    )  # no node: stays pending
     assert accepted.returncode == 0 and "accepted known" in accepted.stdout, accepted.stderr
 
     cases: list[tuple[list[str], str]] = [
@@ -99,7 +101,7 @@ def test_unknown_child_or_node_exits_3(etcd_endpoint: str, hub_prefix: str) -> N
         (["drain", "nope"], "no node 'nope'"),
         (["move", "known", "nope"], "no node 'nope'"),
         (["move", "nope", "nope"], "no child 'nope'"),
-        (["start", "other", "hub.demo:Counter", "--node", "nope"], "no node 'nope'"),
+        (["start", "other", "hub.operate.demo:Counter", "--node", "nope"], "no node 'nope'"),
     ]
     for argv, fragment in cases:
         one_line_error(run_cli([*argv, *etcd]), 3, fragment)
@@ -118,7 +120,7 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize(
-    "argv", [["ls"], ["inspect", "c1"], ["start", "c1", "hub.demo:Counter"]], ids=str
+    "argv", [["ls"], ["inspect", "c1"], ["start", "c1", "hub.operate.demo:Counter"]], ids=str
 )
 def test_unreachable_etcd_fails_fast_in_one_line(argv: list[str]) -> None:
     endpoint = f"127.0.0.1:{_closed_port()}"
@@ -182,7 +184,7 @@ TLS_CASES = {
     # case: (verb argv, which CA, client cert?, what the error line must say)
     "plain client": (["ls"], None, False, "does it require TLS"),
     "no client cert": (["inspect", "c1"], "ours", False, "refused our client certificate"),
-    "wrong CA": (["start", "c1", "hub.demo:Counter"], "other", True, "not trusted"),
+    "wrong CA": (["start", "c1", "hub.operate.demo:Counter"], "other", True, "not trusted"),
     "no CA": (["ls"], "system", True, "not trusted"),
 }
 
@@ -262,7 +264,7 @@ def test_user_without_password_variable_is_a_usage_error(auth_etcd: LocalEtcd) -
         [
             "start",
             "c1",
-            "hub.demo:Counter",
+            "hub.operate.demo:Counter",
             "--endpoints",
             auth_etcd.endpoint,
             "--etcd-user",
@@ -301,7 +303,15 @@ def test_secrets_are_masked_in_errors_and_tracebacks(
 
 
 def test_malformed_args_json_is_a_usage_error() -> None:
-    argv = ["start", "c1", "hub.demo:Counter", "--args", "{not json", "--endpoints", "127.0.0.1:1"]
+    argv = [
+        "start",
+        "c1",
+        "hub.operate.demo:Counter",
+        "--args",
+        "{not json",
+        "--endpoints",
+        "127.0.0.1:1",
+    ]
     line = one_line_error(run_cli(argv), 2, "--args is not valid JSON")
     shows_traceback(argv, None, 2, line)
 
@@ -309,10 +319,13 @@ def test_malformed_args_json_is_a_usage_error() -> None:
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        ('{"id": "a", "start": "hub.demo:Counter"}\n{"id": "b", "start": \n', "line 2"),
-        ('{"id": "a", "start": "hub.demo:Counter"}\n\n# ok\n["b"]\n', "line 4"),
-        ('[{"id": "a", "start": "hub.demo:Counter"}, {"id": "b"}]', "[1]: 'id' and 'start'"),
-        ('[{"id": "a", "start": "hub.demo:Counter", "max_seconds": null}]', "[0]:"),
+        ('{"id": "a", "start": "hub.operate.demo:Counter"}\n{"id": "b", "start": \n', "line 2"),
+        ('{"id": "a", "start": "hub.operate.demo:Counter"}\n\n# ok\n["b"]\n', "line 4"),
+        (
+            '[{"id": "a", "start": "hub.operate.demo:Counter"}, {"id": "b"}]',
+            "[1]: 'id' and 'start'",
+        ),
+        ('[{"id": "a", "start": "hub.operate.demo:Counter", "max_seconds": null}]', "[0]:"),
         ('[{"id": "a", "start": "nocolon"}]', "[0]:"),
         ("[]", "no specs"),
     ],

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from support.wait import wait_until_sync
 
-CLI = [sys.executable, "-m", "hub.cli"]
+CLI = [sys.executable, "-m", "hub.operate.cli"]
 HUB = "ops"
 
 
@@ -72,7 +72,7 @@ class Ops:
                 "--node-id",
                 node_id,
                 "--app",
-                "hub.demo",
+                "hub.operate.demo",
                 "--endpoints",
                 self.endpoint,
                 "--prefix",
@@ -114,7 +114,9 @@ def _children(ops: Ops, *argv: str) -> dict[str, dict[str, Any]]:
 def test_operator_verbs_end_to_end(ops: Ops, nodes: list[subprocess.Popen[str]]) -> None:
     nodes.append(ops.node("node-a"))
 
-    out = ops.ok("start", "c1", "hub.demo:Counter", "--args", '{"n": 1}', "--tag", "t1", "--wait")
+    out = ops.ok(
+        "start", "c1", "hub.operate.demo:Counter", "--args", '{"n": 1}', "--tag", "t1", "--wait"
+    )
     assert "started c1 on node-a" in out
 
     # ls: plain table (in a pipe: aligned columns, no colour codes) and JSON
@@ -141,7 +143,7 @@ def test_operator_verbs_end_to_end(ops: Ops, nodes: list[subprocess.Popen[str]])
 
     # inspect
     doc = ops.json("inspect", "c1")
-    assert doc["spec"]["start"] == "hub.demo:Counter"
+    assert doc["spec"]["start"] == "hub.operate.demo:Counter"
     assert doc["spec"]["args"] == {"n": 1}
     assert doc["spec"]["metadata"] == {"tag": "t1"}
     assert doc["owner"]["node_id"] == "node-a"
@@ -150,7 +152,7 @@ def test_operator_verbs_end_to_end(ops: Ops, nodes: list[subprocess.Popen[str]])
     assert doc["placement"] == "node-a"
     assert doc["revision"] > 0
     human = ops.ok("inspect", "c1")
-    assert re.search(r"^start\s+hub\.demo:Counter$", human, re.M), human
+    assert re.search(r"^start\s+hub\.operate\.demo:Counter$", human, re.M), human
     assert re.search(r"^owner\s+node-a$", human, re.M), human
     assert re.search(r"^state\s+running$", human, re.M), human
     assert re.search(r"^NODE\s+ROLE\s+STATE\s+TOKEN", human, re.M), human
@@ -168,7 +170,7 @@ def test_operator_verbs_end_to_end(ops: Ops, nodes: list[subprocess.Popen[str]])
         ("move", ("nope", "node-a")),
         ("move", ("c1", "node-z")),
         ("drain", ("node-z",)),
-        ("start", ("c9", "hub.demo:Counter", "--node", "node-z")),
+        ("start", ("c9", "hub.operate.demo:Counter", "--node", "node-z")),
     ]:
         proc = ops.run(verb, *argv)
         assert proc.returncode == 3, (verb, argv, proc.stderr)
@@ -179,7 +181,7 @@ def test_operator_verbs_end_to_end(ops: Ops, nodes: list[subprocess.Popen[str]])
     assert _children(ops) == {}
 
     # drain: the node hands its child over and exits 0
-    ops.ok("start", "c2", "hub.demo:Counter", "--wait")
+    ops.ok("start", "c2", "hub.operate.demo:Counter", "--wait")
     owner = _children(ops)["c2"]["node"]
     other = "node-b" if owner == "node-a" else "node-a"
     proc = nodes[0] if owner == "node-a" else nodes[1]
@@ -194,8 +196,8 @@ def test_start_from_file(ops: Ops, nodes: list[subprocess.Popen[str]], tmp_path:
     specs.write_text(
         json.dumps(
             [
-                {"id": "f1", "start": "hub.demo:Counter", "args": {"x": 1}},
-                {"id": "f2", "start": "hub.demo:Counter", "tag": "batch"},
+                {"id": "f1", "start": "hub.operate.demo:Counter", "args": {"x": 1}},
+                {"id": "f2", "start": "hub.operate.demo:Counter", "tag": "batch"},
             ]
         )
     )
@@ -207,8 +209,8 @@ def test_start_from_file(ops: Ops, nodes: list[subprocess.Popen[str]], tmp_path:
 
     lines = tmp_path / "specs.jsonl"  # JSON Lines: one spec per line, comments allowed
     lines.write_text(
-        '# more rooms\n{"id": "f3", "start": "hub.demo:Counter"}\n\n'
-        '{"id": "f4", "start": "hub.demo:Counter", "args": {"y": 2}}\n'
+        '# more rooms\n{"id": "f3", "start": "hub.operate.demo:Counter"}\n\n'
+        '{"id": "f4", "start": "hub.operate.demo:Counter", "args": {"y": 2}}\n'
     )
     out = ops.ok("start", "--file", str(lines), "--wait")
     assert "started f3 on node-f" in out and "started f4 on node-f" in out
@@ -253,7 +255,7 @@ def test_drain_shows_progress_on_a_terminal_only(
 ) -> None:
     nodes.append(ops.node("p1"))
     for i in range(3):
-        ops.ok("start", f"p-{i}", "hub.demo:Counter", "--wait")  # all on p1, the only node
+        ops.ok("start", f"p-{i}", "hub.operate.demo:Counter", "--wait")  # all on p1, the only node
     nodes.append(ops.node("p2"))
     etcd = ["--hub", HUB, "--endpoints", ops.endpoint, "--prefix", ops.prefix]
     code, out, tty = _run_on_terminal(["drain", "p1", "--timeout", "30", *etcd])
@@ -265,7 +267,7 @@ def test_drain_shows_progress_on_a_terminal_only(
 
 
 def test_malformed_args_is_a_usage_error(ops: Ops) -> None:
-    proc = ops.run("start", "c1", "hub.demo:Counter", "--args", "{not json")
+    proc = ops.run("start", "c1", "hub.operate.demo:Counter", "--args", "{not json")
     assert proc.returncode == 2
     assert "--args" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -324,7 +326,7 @@ def test_watch_streams_starts_moves_and_stops(ops: Ops, nodes: list[subprocess.P
         assert watcher.stdout is not None
         assert json.loads(watcher.stdout.readline())["event"] == "watching"
         nodes.append(ops.node("w2"))
-        ops.ok("start", "wc", "hub.demo:Counter", "--node", "w1", "--wait")
+        ops.ok("start", "wc", "hub.operate.demo:Counter", "--node", "w1", "--wait")
         ops.ok("stop", "wc", "--wait")
         out, err = watcher.communicate(timeout=30)
         assert watcher.returncode == 0, err

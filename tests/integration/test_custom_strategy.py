@@ -10,7 +10,7 @@ from support.wait import wait_until
 
 from hub import ChildSpec, Hub
 from integration import state_workers
-from strategies import DistributionStrategy
+from strategies import DistributionStrategy, PlacementInput
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -48,13 +48,13 @@ async def test_a_custom_distribution_strategy_places_every_child(
             timeout=10,
         )
         assert result.ok
-        expected = strategy.placer({"n1": 1, "n2": 1, "n3": 1})
+        expected = strategy.placer(PlacementInput({"n1": 1, "n2": 1, "n3": 1}))
         assert {h.child_id: h.node_id for h in result.started} == {
             c: expected.owner(c) for c in ids
         }
         assert len({h.node_id for h in result.started}) == 3
         await hubs[2].stop()
-        after = strategy.placer({"n1": 1, "n2": 1})
+        after = strategy.placer(PlacementInput({"n1": 1, "n2": 1}))
         await wait_until(
             lambda: all(
                 (h := hubs[0].get_pid(c)) is not None

@@ -26,13 +26,13 @@ import pytest
 from support.wait import wait_until
 
 from hub import ChildSpec, Hub
-from hub.child_events import ChildEvent
-from hub.http import child_event_record, children_view
+from hub.operate.events import ChildEvent
+from hub.operate.http import child_event_record, children_view
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
-COUNTER = "hub.demo:Counter"
+COUNTER = "hub.operate.demo:Counter"
 NODES = ("d1", "d2", "d3")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 

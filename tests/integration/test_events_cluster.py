@@ -1,7 +1,7 @@
 """Cluster-wide dashboard events: any node's ``/api/events`` reports what happens to every
-child, wherever it runs, derived from owner-record transitions (``hub.child_events``).
+child, wherever it runs, derived from owner-record transitions (``hub.operate.events``).
 
-The first tests drive a :class:`~hub.registry.Registry` with hand-made watch batches (no
+The first tests drive a :class:`~hub.core.registry.Registry` with hand-made watch batches (no
 etcd); the others run three in-process hubs on one etcd prefix and read a node's SSE
 stream about children it never runs.
 """
@@ -18,12 +18,12 @@ import pytest
 from support.wait import wait_until
 
 from hub import ChildSpec, Hub
-from hub.child_events import ChildEvent, ChildEvents
-from hub.codec import encode_owner, encode_spec
-from hub.keys import KeySpace
+from hub.core.registry import Registry
+from hub.etcd.codec import encode_owner, encode_spec
+from hub.etcd.keys import KeySpace
+from hub.etcd.store import Event
 from hub.model import OwnerRecord, OwnerState
-from hub.registry import Registry
-from hub.store import Event
+from hub.operate.events import ChildEvent, ChildEvents
 
 NODES = ("ea", "eb", "ec")
 SLEEPER = "integration.workers:Sleeper"

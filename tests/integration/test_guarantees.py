@@ -22,7 +22,7 @@ from support.wait import wait_until
 
 from hub import ChildSpec
 from hub.client import HubClient
-from hub.localetcd import LocalEtcd
+from hub.operate.localetcd import LocalEtcd
 from strategies import ConsistentHashing
 
 pytestmark = pytest.mark.slow
@@ -241,10 +241,10 @@ async def test_join_moves_only_ring_moves_and_placement_matches_ring(
     result = await client.start_children(specs(ids), wait=True, timeout=30)
     assert result.ok, result.errors
     before = {h.child_id: h.node_id for h in result.started}
-    ring3 = ConsistentHashing().placer({"n1": 1, "n2": 1, "n3": 1})
+    ring3 = ConsistentHashing().ring({"n1": 1, "n2": 1, "n3": 1})
     assert before == {c: ring3.owner(c) for c in ids}
     cluster.add("n4")
-    ring4 = ConsistentHashing().placer({"n1": 1, "n2": 1, "n3": 1, "n4": 1})
+    ring4 = ConsistentHashing().ring({"n1": 1, "n2": 1, "n3": 1, "n4": 1})
     expected = {c: ring4.owner(c) for c in ids}
 
     def placed() -> bool:

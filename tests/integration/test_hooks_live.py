@@ -10,7 +10,7 @@ from typing import Any
 from support.wait import wait_until
 
 from hub import ChildSpec, Hub
-from hub.hooks import (
+from hub.core.hooks import (
     ChildrenMigrated,
     ChildrenRegistered,
     ChildrenUnregistered,

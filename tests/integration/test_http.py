@@ -13,11 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.wait import wait_until
 
 from hub import ChildSpec, Hub
-from hub.http import CHILD_STATES, HttpServer, HubMetrics, children_view
+from hub.operate.http import CHILD_STATES, HttpServer, HubMetrics, children_view
 from integration import state_workers
 from strategies.migration import ColdSwap, HotSwap
 
-COUNTER = "hub.demo:Counter"
+COUNTER = "hub.operate.demo:Counter"
 STATEFUL = f"{state_workers.__name__}:Counter"
 
 
@@ -254,7 +254,7 @@ async def test_latency_metrics_and_time_without_owner(etcd_endpoint: str, hub_pr
         assert first.http_server is not None
         address = first.http_server.address
         result = await first.start_children(
-            [ChildSpec(id=f"lat-{i}", start="hub.demo:Counter") for i in range(20)],
+            [ChildSpec(id=f"lat-{i}", start="hub.operate.demo:Counter") for i in range(20)],
             wait=True,
             timeout=10,
         )

@@ -37,8 +37,8 @@ from hub import (
     StoppedChild,
 )
 from hub._proto import processhub_pb2 as pb
-from hub.keys import KeySpace, Kind
-from hub.store import EtcdConfig, Store
+from hub.etcd.keys import KeySpace, Kind
+from hub.etcd.store import EtcdConfig, Store
 
 from . import workers
 

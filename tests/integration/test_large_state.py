@@ -21,13 +21,13 @@ import pytest
 from support.wait import wait_until
 
 from hub import ChildSpec, InvalidSpec
-from hub.batcher import TxnBatcher
-from hub.codec import encode_state
 from hub.errors import RequestTooLarge
-from hub.http import HubMetrics
-from hub.keys import Kind
-from hub.localetcd import LocalEtcd
-from hub.store import EtcdConfig, Store, op_put, op_txn
+from hub.etcd.batcher import TxnBatcher
+from hub.etcd.codec import encode_state
+from hub.etcd.keys import Kind
+from hub.etcd.store import EtcdConfig, Store, op_put, op_txn
+from hub.operate.http import HubMetrics
+from hub.operate.localetcd import LocalEtcd
 from hub.testing import ClusterFactory
 from hub.worker import Context
 from strategies.migration import ColdSwap, HotSwap

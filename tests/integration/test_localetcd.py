@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from support.wait import wait_until_sync
 
-import hub.localetcd as localetcd
+import hub.operate.localetcd as localetcd
 from hub.errors import ConfigError
-from hub.localetcd import LocalEtcd, LocalEtcdError
+from hub.operate.localetcd import LocalEtcd, LocalEtcdError
 
 pytestmark = pytest.mark.etcd
 
@@ -200,7 +200,7 @@ def test_cli_runs_in_foreground_until_sigterm(tmp_path: Path) -> None:
     etcd_pid: int | None = None
     with subprocess.Popen(
         [
-            *(sys.executable, "-m", "hub.localetcd"),
+            *(sys.executable, "-m", "hub.operate.localetcd"),
             *("--port", "0", "--peer-port", "0", "--data-dir", str(data_dir)),
         ],
         stdout=subprocess.PIPE,

@@ -17,9 +17,9 @@ import pytest
 from hub import ChildSpec, Hub
 from hub.client import HubClient
 from hub.errors import RpcAuthError, StoreAuthError
-from hub.localetcd import LocalEtcd
 from hub.logs import make_handler
-from hub.rpc import RpcConfig
+from hub.messaging.rpc import RpcConfig
+from hub.operate.localetcd import LocalEtcd
 from integration import state_workers
 
 PASSWORD = "etcd-pw-7f3Kq9"
@@ -112,9 +112,9 @@ async def test_no_secrets_and_child_fields_in_live_logs(
             assert ARG_SECRET not in json.dumps(event), event
 
     start_lines = [
-        e for e in events if e["logger"] == "hub.supervisor" and " started " in e["message"]
+        e for e in events if e["logger"] == "hub.core.supervisor" and " started " in e["message"]
     ]
     assert {(e["child_id"], e["node_id"], e["token"]) for e in start_lines} >= started
     for line in as_text.splitlines():
-        if "logger=hub.supervisor" in line and "started" in line:
+        if "logger=hub.core.supervisor" in line and "started" in line:
             assert " node_id=" in line and " child_id=" in line and " token=" in line

@@ -14,8 +14,8 @@ import pytest
 from support.wait import wait_until
 
 from hub import ChildSpec, Hub, InvalidSpec, StaleFence, UnknownChild, UnknownNode
-from hub.keys import Kind
-from hub.store import Store
+from hub.etcd.keys import Kind
+from hub.etcd.store import Store
 from integration import state_workers
 from strategies.migration import ColdSwap, HotSwap
 

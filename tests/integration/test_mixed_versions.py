@@ -49,8 +49,8 @@ import hub
 from hub import ChildSpec
 from hub._proto import processhub_pb2 as pb
 from hub.client import HubClient
-from hub.keys import KeySpace, Kind
-from hub.store import Event
+from hub.etcd.keys import KeySpace, Kind
+from hub.etcd.store import Event
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,8 @@ RECORDS: dict[Kind, Any] = {
     Kind.HANDOVER: pb.State,
     Kind.CHECKPOINT: pb.State,
 }
-# What a node logs when it skips a record it cannot read (hub/registry.py, hub/reconciler.py).
+# What a node logs when it skips a record it cannot read (hub/core/registry.py,
+# hub/core/reconciler.py).
 REFUSALS = ("undecodable", "ignoring handover state", "ignoring checkpoint state", "Traceback")
 
 
@@ -272,7 +273,7 @@ def cli_versions(endpoint: str, prefix: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROCESSHUB_")}
     argv = ["nodes", "--hub", HUB, "--endpoints", endpoint, "--prefix", prefix, "--json"]
     proc = subprocess.run(
-        [sys.executable, "-m", "hub.cli", *argv],
+        [sys.executable, "-m", "hub.operate.cli", *argv],
         capture_output=True,
         text=True,
         timeout=40,

@@ -19,13 +19,13 @@ import pytest
 from support.wait import wait_until
 
 from hub import ChildSpec, Hub, OwnerState, StoreUnavailable
-from hub.child_events import ChildEvent, ChildEvents
-from hub.codec import decode_owner, decode_replica
-from hub.hooks import ChildFailed, HookHandler, HookName
-from hub.http import HubMetrics
+from hub.core.hooks import ChildFailed, HookHandler, HookName
+from hub.core.registry import Registry
+from hub.etcd.codec import decode_owner, decode_replica
+from hub.etcd.store import Event
 from hub.model import OwnerRecord
-from hub.registry import Registry
-from hub.store import Event
+from hub.operate.events import ChildEvent, ChildEvents
+from hub.operate.http import HubMetrics
 from strategies import ConsistentHashing
 from strategies.redundancy import Replication
 
@@ -195,7 +195,7 @@ async def test_failed_owner_records_count_every_restart_under_load(
 
 def ring_order(names: Sequence[str], child_id: str) -> list[str]:
     """The replica set of ``child_id`` on these members, primary first."""
-    return list(ConsistentHashing().placer({n: 1 for n in names}).owners(child_id, len(names)))
+    return list(ConsistentHashing().ring({n: 1 for n in names}).owners(child_id, len(names)))
 
 
 def standby_spec(child_id: str, crash_on: str) -> ChildSpec:

@@ -16,8 +16,8 @@ from support.wait import wait_until
 
 from hub import ChildSpec, Hub, PartitionedError
 from hub.client import HubClient
-from hub.hooks import HookHandler, HookName, PartitionChanged
-from hub.store import EtcdConfig, Store
+from hub.core.hooks import HookHandler, HookName, PartitionChanged
+from hub.etcd.store import EtcdConfig, Store
 from integration import state_workers
 from strategies.partition import MajorityQuorum, StaticQuorum
 

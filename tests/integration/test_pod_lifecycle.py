@@ -115,7 +115,7 @@ class Deployment:
         name = f"processhub-{self.revision}-{suffix}"
         ports = {port: free_port() for port in self.template.ports.values()}
         env = self.environment(name, ports)
-        argv = container_argv(self.template, [sys.executable, "-m", "hub.cli"])
+        argv = container_argv(self.template, [sys.executable, "-m", "hub.operate.cli"])
         node = NodeProcess.container(node_id=name, argv=argv, env=env, record_dir=self.record_dir)
         readiness = self.template.readiness
         assert readiness is not None

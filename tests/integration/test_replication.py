@@ -58,7 +58,7 @@ def matches_ring(c: Cluster, ids: list[str], factor: int, mode: str) -> bool:
     and the live worker instances agree (exactly one active under active/passive)."""
     live = c.live()
     hub = c.hubs[live[0]]
-    ring = ConsistentHashing().placer({n: 1 for n in live})
+    ring = ConsistentHashing().ring({n: 1 for n in live})
     n = min(factor, len(live))
     for child_id in ids:
         expected = ring.owners(child_id, n)

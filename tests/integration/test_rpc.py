@@ -1,4 +1,4 @@
-"""hub.rpc over real loopback sockets, against a fake Dispatcher (no etcd).
+"""hub.messaging.rpc over real loopback sockets, against a fake Dispatcher (no etcd).
 
 Covers: echo call and cast; every reply status and every dispatcher CallError becomes its
 typed error; another hub's request, a missing or wrong token, and TLS without the right
@@ -25,7 +25,6 @@ from support.wait import wait_until
 
 from hub._proto import rpc_pb2 as pb
 from hub._proto import rpc_pb2_grpc as pb_grpc
-from hub.codec_payload import decode_payload, encode_payload
 from hub.errors import (
     BadPayload,
     CallError,
@@ -46,7 +45,9 @@ from hub.errors import (
     StaleHandle,
     WrongHub,
 )
-from hub.rpc import (
+from hub.etcd.store import TlsConfig
+from hub.messaging.payload import decode_payload, encode_payload
+from hub.messaging.rpc import (
     CallReplyData,
     CallRequestData,
     CastRequestData,
@@ -57,7 +58,6 @@ from hub.rpc import (
     ServerTls,
     raise_for_reply,
 )
-from hub.store import TlsConfig
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
@@ -465,7 +465,9 @@ async def test_a_dispatcher_timeout_is_a_call_timeout(
         await client.call(server.address, call_request(child_id))
     with pytest.raises(CallTimeout):
         await client.cast(server.address, cast_request(child_id))
-    assert not [r for r in caplog.records if r.name == "hub.rpc" and r.levelname == "ERROR"]
+    assert not [
+        r for r in caplog.records if r.name == "hub.messaging.rpc" and r.levelname == "ERROR"
+    ]
 
 
 async def test_unreachable_address_fails_fast(client: RpcClient) -> None:
@@ -491,7 +493,7 @@ async def test_a_failing_dispatcher_is_an_internal_error_and_the_server_keeps_se
         with pytest.raises(NodeInternalError):
             await client.cast(server.address, cast_request(child_id))
         assert (await client.call(server.address, call_request("echo"))).is_ok
-    assert any(r.name == "hub.rpc" and r.levelname == "ERROR" for r in caplog.records)
+    assert any(r.name == "hub.messaging.rpc" and r.levelname == "ERROR" for r in caplog.records)
 
 
 async def test_server_stop_fails_calls_in_flight_as_unreachable(

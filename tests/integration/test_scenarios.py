@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 from support.wait import wait_until
 
 from hub import ChildSpec, Hub
-from hub.hooks import ChildRestarted, HookHandler, HookName
+from hub.core.hooks import ChildRestarted, HookHandler, HookName
 from integration import state_workers
 
 COUNTER = f"{state_workers.__name__}:Counter"

@@ -13,10 +13,10 @@ import pytest
 from support.proxy import TcpProxy
 from support.wait import wait_until
 
-from hub.informer import Informer
-from hub.localetcd import LocalEtcd
-from hub.session import Session
-from hub.store import EtcdConfig, Event, KeyValue, Store, op_put
+from hub.etcd.informer import Informer
+from hub.etcd.session import Session
+from hub.etcd.store import EtcdConfig, Event, KeyValue, Store, op_put
+from hub.operate.localetcd import LocalEtcd
 
 pytestmark = pytest.mark.etcd
 

@@ -1,4 +1,4 @@
-"""hub.store against a real etcd: KV, txns, the batcher's budget, errors, leases, auth, TLS."""
+"""hub.etcd.store against a real etcd: KV, txns, the batcher's budget, errors, leases, auth, TLS."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from support.certs import Pki, make_pki
 from support.proxy import TcpProxy
 from support.wait import wait_until
 
-from hub.batcher import TxnBatcher
 from hub.errors import (
     ConfigError,
     RequestTooLarge,
@@ -29,9 +28,9 @@ from hub.errors import (
     StoreTimeout,
     StoreUnavailable,
 )
-from hub.informer import Informer
-from hub.localetcd import LocalEtcd, LocalTls
-from hub.store import (
+from hub.etcd.batcher import TxnBatcher
+from hub.etcd.informer import Informer
+from hub.etcd.store import (
     MAX_TXN_OPS,
     READ_ATTEMPTS,
     EtcdConfig,
@@ -49,6 +48,7 @@ from hub.store import (
     op_put,
     op_txn,
 )
+from hub.operate.localetcd import LocalEtcd, LocalTls
 
 pytestmark = pytest.mark.etcd
 

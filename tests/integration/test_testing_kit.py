@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from hub import ChildSpec, Hub
-from hub.store import EtcdConfig, Store
+from hub.etcd.store import EtcdConfig, Store
 from hub.testing import ClusterFactory, EtcdServer, HubCluster
 from integration import state_workers, workers
 from strategies.migration import ColdSwap, HotSwap

@@ -1,6 +1,6 @@
 """Node processes for multi-process tests: ``processhub node`` subprocesses we can kill.
 
-Each :class:`NodeProcess` runs ``python -m hub.cli node`` with the recorder app (or the
+Each :class:`NodeProcess` runs ``python -m hub.operate.cli node`` with the recorder app (or the
 apps given), waits for its ``ready`` line, and can be stopped gracefully (SIGTERM: drain)
 or killed (SIGKILL). :meth:`NodeProcess.container` instead runs a node configured only by
 its environment, as a container is (see ``support.podenv``). A :class:`Cluster` tracks
@@ -46,7 +46,7 @@ class NodeProcess:
         cmd = [
             sys.executable,
             "-m",
-            "hub.cli",
+            "hub.operate.cli",
             "--log-level",
             os.environ.get("PROCESSHUB_TEST_NODE_LOG", "warning"),
             "node",

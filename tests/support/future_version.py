@@ -4,17 +4,17 @@ Used by tests/integration/test_mixed_versions.py to run old (current) and future
 by side, as a rolling update does (docs/deployment.md section 5). Importing this module,
 which ``processhub node`` does for each ``--app`` before it builds the Hub, patches:
 
-* ``hub.membership.__version__`` (and ``hub.__version__``) to :data:`FUTURE_VERSION`:
+* ``hub.core.membership.__version__`` (and ``hub.__version__``) to :data:`FUTURE_VERSION`:
   membership imported the name when ``hub`` initialised, so only its own module attribute
   changes what the ``nodes/{node_id}`` record says.
-* every ``encode_*`` function of :mod:`hub.codec` *where it is called from*:
-  ``hub.membership.encode_node`` (``nodes/``), ``hub.reconciler.encode_owner``
-  (``owners/``), ``hub.reconciler.encode_state`` (``handover/`` and ``checkpoints/``),
-  ``hub.reconciler.encode_replica`` (``replicas/``), ``hub.client.encode_spec`` (``specs/``
+* every ``encode_*`` function of :mod:`hub.etcd.codec` *where it is called from*:
+  ``hub.core.membership.encode_node`` (``nodes/``), ``hub.core.reconciler.encode_owner``
+  (``owners/``), ``hub.core.reconciler.encode_state`` (``handover/`` and ``checkpoints/``),
+  ``hub.core.reconciler.encode_replica`` (``replicas/``), ``hub.client.encode_spec`` (``specs/``
   the node writes: an app's ``start_child``, ``pin``) and ``hub.client.encode_leave``;
-  plus the same names in :mod:`hub.codec` itself, for a caller that imports them later.
-  The callers bound the functions with ``from hub.codec import ...`` before any app is
-  imported, so patching :mod:`hub.codec` alone would change nothing.
+  plus the same names in :mod:`hub.etcd.codec` itself, for a caller that imports them later.
+  The callers bound the functions with ``from hub.etcd.codec import ...`` before any app is
+  imported, so patching :mod:`hub.etcd.codec` alone would change nothing.
 
 A patched encoder writes what the current one writes, with ``schema`` set to
 :data:`FUTURE_SCHEMA` and :data:`UNKNOWN_FIELD` appended: field 101, a string the current
@@ -32,9 +32,9 @@ from typing import Any
 
 import hub
 import hub.client
-import hub.codec
-import hub.membership
-import hub.reconciler
+import hub.core.membership
+import hub.core.reconciler
+import hub.etcd.codec
 from hub._proto import processhub_pb2 as pb
 
 FUTURE_VERSION = "0.2.0-future"
@@ -53,10 +53,10 @@ _RECORDS: dict[str, Any] = {
     "encode_leave": pb.LeaveRequest,
     "encode_replica": pb.Replica,
 }
-#: module -> the encoders it calls (bound by ``from hub.codec import ...``)
+#: module -> the encoders it calls (bound by ``from hub.etcd.codec import ...``)
 _CALL_SITES: dict[Any, tuple[str, ...]] = {
-    hub.membership: ("encode_node",),
-    hub.reconciler: ("encode_owner", "encode_state", "encode_replica"),
+    hub.core.membership: ("encode_node",),
+    hub.core.reconciler: ("encode_owner", "encode_state", "encode_replica"),
     hub.client: ("encode_spec", "encode_leave"),
 }
 
@@ -83,18 +83,18 @@ def _patch() -> None:
     for record in _RECORDS.values():
         if UNKNOWN_FIELD_NUMBER in record.DESCRIPTOR.fields_by_number:
             raise RuntimeError(f"field {UNKNOWN_FIELD_NUMBER} is known to {record.__name__}")
-    future = {name: _future(name, getattr(hub.codec, name)) for name in _RECORDS}
+    future = {name: _future(name, getattr(hub.etcd.codec, name)) for name in _RECORDS}
     for module, names in _CALL_SITES.items():
         for name in names:
-            if getattr(module, name, None) is not getattr(hub.codec, name):
-                raise RuntimeError(f"{module.__name__} no longer calls hub.codec.{name}")
+            if getattr(module, name, None) is not getattr(hub.etcd.codec, name):
+                raise RuntimeError(f"{module.__name__} no longer calls hub.etcd.codec.{name}")
             setattr(module, name, future[name])
     for name, encode in future.items():
-        setattr(hub.codec, name, encode)
+        setattr(hub.etcd.codec, name, encode)
     # Membership.info() reads the name it imported from ``hub`` at every call.
-    if vars(hub.membership).get("__version__") is not hub.__version__:
-        raise RuntimeError("hub.membership no longer takes its version from hub.__version__")
-    vars(hub.membership)["__version__"] = FUTURE_VERSION
+    if vars(hub.core.membership).get("__version__") is not hub.__version__:
+        raise RuntimeError("hub.core.membership no longer takes its version from hub.__version__")
+    vars(hub.core.membership)["__version__"] = FUTURE_VERSION
     hub.__version__ = FUTURE_VERSION
 
 

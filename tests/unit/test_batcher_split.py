@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from hub.batcher import MIN_MAX_BYTES, TxnBatcher
 from hub.errors import RequestTooLarge, StoreTimeout
-from hub.store import ResponseTooLarge, TxnResult, op_put, op_txn
+from hub.etcd.batcher import MIN_MAX_BYTES, TxnBatcher
+from hub.etcd.store import ResponseTooLarge, TxnResult, op_put, op_txn
 
 
 class SizeLimitedStore:

@@ -1,4 +1,4 @@
-"""hub.cli_render: tables for terminals and for pipes, progress bars only when wanted."""
+"""hub.operate.cli_render: tables for terminals and for pipes, progress bars only when wanted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import io
 import pytest
 from rich.console import Console
 
-from hub.cli_render import (
+from hub.operate.cli_render import (
     Column,
     Screen,
     cell,

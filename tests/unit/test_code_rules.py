@@ -45,7 +45,7 @@ def test_only_the_store_imports_the_etcd_client() -> None:
         for p in SOURCES
         if re.search(r"^\s*(from|import) aetcd", _code(p), re.M)
     )
-    assert importers == ["hub/store.py"]
+    assert importers == ["hub/etcd/store.py"]
 
 
 def test_strategies_are_pure() -> None:

@@ -1,4 +1,4 @@
-"""hub.model validation and hub.codec encoding: specs refuse bad input, records round-trip,
+"""hub.model validation and hub.etcd.codec encoding: specs refuse bad input, records round-trip,
 and decoding anything that is not one of our records raises CorruptRecord, never more."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from hub._proto import processhub_pb2 as pb
-from hub.codec import (
+from hub.errors import CorruptRecord, InvalidChildId, InvalidSpec
+from hub.etcd.codec import (
     decode_node,
     decode_owner,
     decode_spec,
@@ -19,7 +20,6 @@ from hub.codec import (
     encode_owner,
     encode_spec,
 )
-from hub.errors import CorruptRecord, InvalidChildId, InvalidSpec
 from hub.model import (
     MAX_CHILD_ID_BYTES,
     ChildSpec,

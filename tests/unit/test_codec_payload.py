@@ -1,4 +1,4 @@
-"""hub.codec_payload: JSON and bytes round-trip; what JSON cannot say raises NotSerializable;
+"""hub.messaging.payload: JSON and bytes round-trip; what JSON cannot say raises NotSerializable;
 bytes that are not valid for their codec (or an unknown codec) raise BadPayload, never more."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.codec_payload import (
+from hub.errors import BadPayload, CallError, NotSerializable
+from hub.messaging.payload import (
     BYTES,
     DEFAULT_CODECS,
     JSON,
@@ -20,7 +21,6 @@ from hub.codec_payload import (
     decode_payload,
     encode_payload,
 )
-from hub.errors import BadPayload, CallError, NotSerializable
 
 # JSON-native values: what JSON round-trips exactly (finite floats, string keys, lists).
 json_values = st.recursive(

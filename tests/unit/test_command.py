@@ -15,9 +15,9 @@ import pytest
 from support.wait import wait_until
 
 from hub.command import Command
+from hub.core.supervisor import ExitKind, Supervisor, WorkerExit
 from hub.errors import WorkerCrashed, WorkerStartFailed
 from hub.model import ChildSpec, RestartPolicy
-from hub.supervisor import ExitKind, Supervisor, WorkerExit
 from hub.worker import Context
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
@@ -245,7 +245,7 @@ class Exits:
 async def test_supervised_command_reports_its_exit_code(
     no_leaked_tasks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.CRITICAL, logger="hub.supervisor")
+    caplog.set_level(logging.CRITICAL, logger="hub.core.supervisor")
     events = Exits()
     supervisor = Supervisor(hub_id="hub-a", node_id="node-1", events=events)
     ready = asyncio.Event()

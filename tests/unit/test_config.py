@@ -6,7 +6,7 @@ import pytest
 
 from hub.config import make_config
 from hub.errors import ConfigError
-from hub.rpc import RpcConfig
+from hub.messaging.rpc import RpcConfig
 
 
 def test_address_with_node_rpc_on_is_refused() -> None:

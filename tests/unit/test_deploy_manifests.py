@@ -8,7 +8,7 @@ the kubelet would read them, and checked against the code:
 - the node container's environment is parsed by ``processhub``'s own argument parser:
   the ports it binds, the probes' paths (served by the node's real HTTP server), the
   drain timeout against the grace period, and every ``PROCESSHUB_*`` name against the
-  names hub/cli.py reads;
+  names hub/operate/cli.py reads;
 - `processhub node` itself assembles a Hub from that environment (up to starting it);
 - etcd's environment is checked against the flags of a real etcd binary, its initial
   cluster against the replica count and the headless Service, and TLS on both sides
@@ -42,15 +42,15 @@ from support.kustomize import (
     require_kustomize,
 )
 
-from hub.cli import build_parser
 from hub.config import HubConfig
-from hub.http import parse_bind
-from hub.localetcd import find_etcd_binary
+from hub.operate.cli import build_parser
+from hub.operate.http import parse_bind
+from hub.operate.localetcd import find_etcd_binary
 from hub.worker import AllowList
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-CLI_SOURCE = ROOT / "hub" / "cli.py"
+CLI_SOURCES = (ROOT / "hub" / "operate" / "cli.py", ROOT / "hub" / "operate" / "cli_connect.py")
 
 #: Oldest Kubernetes the manifests claim to support (deploy/README.md), and the newest
 #: schema kubernetes-validate ships.
@@ -211,16 +211,16 @@ def test_strict_validation_rejects_an_unknown_field(rendered: dict[str, Any]) ->
 
 
 def _cli_env_names() -> set[str]:
-    """PROCESSHUB_* variables `processhub node` reads, from hub/cli.py's source.
+    """PROCESSHUB_* variables `processhub node` reads, from hub/operate/cli.py's source.
 
     ``_env("X")`` calls read ``PROCESSHUB_X``; string literals ``"PROCESSHUB_..."`` are the
     default names of variables that hold secrets (``--rpc-token-env``...). Only the
     functions that build and run ``node`` (and the top-level options) count.
     """
-    tree = ast.parse(CLI_SOURCE.read_text(encoding="utf-8"))
+    trees = [ast.parse(source.read_text(encoding="utf-8")) for source in CLI_SOURCES]
     wanted = {"_node_parser", "_add_etcd_options", "_cmd_node", "build_parser"}
     names: set[str] = set()
-    for func in tree.body:
+    for func in (func for tree in trees for func in tree.body):
         if not (isinstance(func, ast.FunctionDef) and func.name in wanted):
             continue
         for node in ast.walk(func):
@@ -425,7 +425,7 @@ def test_node_environment_builds_a_valid_node(
     The command runs for real up to the point where it would start the node: app modules
     imported, options assembled, the Hub and its configuration built and validated.
     """
-    import hub.cli
+    import hub.operate.cli
     from hub.hub import Hub
 
     objects = rendered[overlay]
@@ -451,7 +451,7 @@ def test_node_environment_builds_a_valid_node(
         assert shutdown_delay == ns.shutdown_delay > 0
         return 0
 
-    clean_env.setattr(hub.cli, "_run_node", instead_of_running)
+    clean_env.setattr(hub.operate.cli, "_run_node", instead_of_running)
     assert ns.func(ns) == 0
     (node,) = built
     config = node.config

@@ -38,6 +38,7 @@ from strategies import (
     InvalidChildMapping,
     MissingChildMapping,
     PlacementError,
+    PlacementInput,
     Placer,
     stable_hash,
     validate_mapping,
@@ -135,23 +136,23 @@ def test_validation_needs_a_replica_count(replicas: object) -> None:
 
 def test_guided_returns_live_mapped_nodes_in_mapping_order() -> None:
     mapping = {"a": ["node-3", "node-1", "node-2"]}
-    placer = Guided().placer(equal(["node-1", "node-2", "node-4"]), mapping)
+    placer = Guided().placer(PlacementInput(equal(["node-1", "node-2", "node-4"]), pins=mapping))
     assert placer.owner("a") == "node-1"
     assert placer.owners("a", 3) == ("node-1", "node-2")
     assert placer.owners("a", 1) == ("node-1",)
-    everyone = Guided().placer(equal(["node-1", "node-2", "node-3"]), mapping)
+    everyone = Guided().placer(PlacementInput(equal(["node-1", "node-2", "node-3"]), pins=mapping))
     assert everyone.owners("a", 3) == ("node-3", "node-1", "node-2")
     assert everyone.owners("a", 2) == ("node-3", "node-1")
 
 
 def test_guided_wait_leaves_children_of_dead_nodes_unplaced() -> None:
     mapping = {"a": ["node-1"], "b": ["node-2", "node-3"]}
-    placer = Guided(fallback="wait").placer(equal(["node-4"]), mapping)
+    placer = Guided(fallback="wait").placer(PlacementInput(equal(["node-4"]), pins=mapping))
     assert placer.fallback == "wait"
     assert placer.owner("a") is None and placer.owners("a", 2) == ()
     assert placer.owner("unknown") is None and placer.owners("unknown") == ()
     # node-1 comes back: its child is placed again, on it.
-    back = Guided(fallback="wait").placer(equal(["node-4", "node-1"]), mapping)
+    back = Guided(fallback="wait").placer(PlacementInput(equal(["node-4", "node-1"]), pins=mapping))
     assert back.owner("a") == "node-1"
     assert back.owner("b") is None
 
@@ -160,7 +161,9 @@ def test_guided_ring_falls_back_to_consistent_hashing() -> None:
     members = equal(["node-4", "node-5", "node-6"])
     ring = HashRing(members, VNODES)
     mapping = {"a": ["node-1"], "b": ["node-5", "node-9"]}
-    placer = Guided(fallback="ring", vnodes_per_weight=VNODES).placer(members, mapping)
+    placer = Guided(fallback="ring", vnodes_per_weight=VNODES).placer(
+        PlacementInput(members, pins=mapping)
+    )
     assert placer.fallback == "ring"
     assert placer.owner("a") == ring.owner("a")
     assert placer.owners("a", 2) == ring.owners("a", 2)
@@ -174,14 +177,14 @@ def test_guided_ring_falls_back_to_consistent_hashing() -> None:
 
 def test_guided_reads_the_mapping_lazily() -> None:
     mapping: dict[str, list[str]] = {}
-    placer = Guided().placer(equal(["node-1"]), mapping)
+    placer = Guided().placer(PlacementInput(equal(["node-1"]), pins=mapping))
     assert placer.owner("late") is None
     mapping["late"] = ["node-1"]  # a child started after the placer was built
     assert placer.owner("late") == "node-1"
 
 
 def test_guided_without_mapping_is_empty() -> None:
-    assert Guided().placer(equal(["node-1"])).owner("a") is None
+    assert Guided().placer(PlacementInput(equal(["node-1"]))).owner("a") is None
     assert GuidedPlacer(equal(["node-1"])).owners("a") == ()
 
 
@@ -193,19 +196,19 @@ def test_guided_validates_config_and_input() -> None:
     with pytest.raises(ValueError, match="fallback"):
         GuidedPlacer({}, {}, fallback="x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="weight"):
-        Guided().placer({"node-1": 0}, {})
+        Guided().placer(PlacementInput({"node-1": 0}, pins={}))
     with pytest.raises(ValueError, match="same members"):
         GuidedPlacer(equal(["a"]), {}, fallback="ring", ring=HashRing(equal(["b"])))
     with pytest.raises(ValueError, match="n must be"):
-        Guided().placer(equal(["a"]), {}).owners("x", 0)
+        Guided().placer(PlacementInput(equal(["a"]), pins={})).owners("x", 0)
 
 
 def test_guided_ring_is_reused_while_members_do_not_change() -> None:
     strategy = Guided(fallback="ring", vnodes_per_weight=VNODES)
-    first = strategy.placer(equal(["a", "b"]), {})
-    again = strategy.placer(equal(["b", "a"]), {"x": ["a"]})
+    first = strategy.placer(PlacementInput(equal(["a", "b"]), pins={}))
+    again = strategy.placer(PlacementInput(equal(["b", "a"]), {"x": ["a"]}))
     assert first._ring is again._ring
-    assert strategy.placer(equal(["a"]), {})._ring is not first._ring
+    assert strategy.placer(PlacementInput(equal(["a"]), pins={}))._ring is not first._ring
 
 
 # -- BoundedLoad ------------------------------------------------------------------------------
@@ -235,7 +238,7 @@ def test_bounded_load_never_exceeds_capacity(
     members: dict[str, int], child_ids: list[str], c: float, data: st.DataObject
 ) -> None:
     free = data.draw(st.dictionaries(st.sampled_from(UNIVERSE), st.floats(0.0, 1.0)))
-    placer = BoundedLoad(c, VNODES).placer(members, child_ids, free)
+    placer = BoundedLoad(c, VNODES).placer(PlacementInput(members, child_ids, free))
     unique = set(child_ids)
     assert dict(placer.capacity) == reference_capacity(members, len(unique), c, free)
     assert sum(placer.capacity.values()) >= len(unique)
@@ -251,12 +254,12 @@ def test_bounded_load_never_exceeds_capacity(
 def test_bounded_load_is_deterministic_under_permutation(
     members: dict[str, int], child_ids: list[str], c: float, rnd: random.Random
 ) -> None:
-    placer = BoundedLoad(c, VNODES).placer(members, child_ids)
+    placer = BoundedLoad(c, VNODES).placer(PlacementInput(members, child_ids))
     shuffled_ids = child_ids[:]
     rnd.shuffle(shuffled_ids)
     items = list(members.items())
     rnd.shuffle(items)
-    again = BoundedLoad(c, VNODES).placer(dict(items), shuffled_ids + child_ids[:3])
+    again = BoundedLoad(c, VNODES).placer(PlacementInput(dict(items), shuffled_ids + child_ids[:3]))
     for child_id in child_ids:
         assert again.owner(child_id) == placer.owner(child_id)
 
@@ -266,8 +269,8 @@ def test_bounded_load_with_large_c_is_consistent_hashing(
     members: dict[str, int], child_ids: list[str]
 ) -> None:
     # Every capacity is at least ceil(100 * m * share) >= m: no node is ever full.
-    placer = BoundedLoad(100.0, VNODES).placer(members, child_ids)
-    ring = ConsistentHashing(VNODES).placer(members)
+    placer = BoundedLoad(100.0, VNODES).placer(PlacementInput(members, child_ids))
+    ring = ConsistentHashing(VNODES).placer(PlacementInput(members))
     for child_id in child_ids:
         assert placer.owner(child_id) == ring.owner(child_id)
 
@@ -277,31 +280,31 @@ def test_bounded_load_evens_out_what_a_ring_does_not() -> None:
     children = [f"job-{i}" for i in range(9)]
     ring_loads = Counter(HashRing(members).owner(child_id) for child_id in children)
     assert max(ring_loads.values()) == 6
-    placer = BoundedLoad(1.0).placer(members, children)
+    placer = BoundedLoad(1.0).placer(PlacementInput(members, children))
     assert dict(placer.load) == {"node-1": 3, "node-2": 3, "node-3": 3}
 
 
 def test_capacities_shift_load_away_from_busy_nodes() -> None:
     members = equal(UNIVERSE[:4])
-    even = BoundedLoad().placer(members, IDS_200)
-    busy = BoundedLoad().placer(members, IDS_200, {"node-0": 0.2})
+    even = BoundedLoad().placer(PlacementInput(members, IDS_200))
+    busy = BoundedLoad().placer(PlacementInput(members, IDS_200, {"node-0": 0.2}))
     assert busy.load["node-0"] < even.load["node-0"]
     assert busy.capacity["node-0"] == math.ceil(1.25 * 200 * 0.2 / 3.2)
     assert busy.load["node-0"] <= busy.capacity["node-0"]
     assert sum(busy.load.values()) == 200
-    full = BoundedLoad().placer(members, IDS_200, {"node-0": 0.0})
+    full = BoundedLoad().placer(PlacementInput(members, IDS_200, {"node-0": 0.0}))
     assert full.load["node-0"] == 0 and full.capacity["node-0"] == 0
     # Relative, not absolute: everyone equally busy is the same as no information.
-    everyone = BoundedLoad().placer(members, IDS_200, dict.fromkeys(members, 0.5))
-    nobody = BoundedLoad().placer(members, IDS_200, dict.fromkeys(members, 0.0))
+    everyone = BoundedLoad().placer(PlacementInput(members, IDS_200, dict.fromkeys(members, 0.5)))
+    nobody = BoundedLoad().placer(PlacementInput(members, IDS_200, dict.fromkeys(members, 0.0)))
     for child_id in IDS_200:
         assert everyone.owner(child_id) == even.owner(child_id) == nobody.owner(child_id)
     # Entries for nodes that are not members are ignored.
-    assert BoundedLoad().placer(members, IDS_200, {"gone": 0.0}).load == even.load
+    assert BoundedLoad().placer(PlacementInput(members, IDS_200, {"gone": 0.0})).load == even.load
 
 
 def test_bounded_load_weights_are_proportional() -> None:
-    placer = BoundedLoad(1.0).placer({"node-1": 1, "node-2": 3}, IDS_200)
+    placer = BoundedLoad(1.0).placer(PlacementInput({"node-1": 1, "node-2": 3}, IDS_200))
     assert dict(placer.capacity) == {"node-1": 50, "node-2": 150}
     assert dict(placer.load) == {"node-1": 50, "node-2": 150}
 
@@ -319,8 +322,8 @@ def test_bounded_load_movement_on_join_is_bounded() -> None:
         rnd = random.Random(seed)
         nodes = [f"node-{rnd.randrange(10**9)}" for _ in range(11)]
         joiner = nodes[-1]
-        before = BoundedLoad().placer(equal(nodes[:10]), IDS_200)
-        after = BoundedLoad().placer(equal(nodes), IDS_200)
+        before = BoundedLoad().placer(PlacementInput(equal(nodes[:10]), IDS_200))
+        after = BoundedLoad().placer(PlacementInput(equal(nodes), IDS_200))
         moved = [c for c in IDS_200 if before.owner(c) != after.owner(c)]
         moved_total.append(len(moved) / len(IDS_200))
         moved_elsewhere.append(sum(after.owner(c) != joiner for c in moved) / len(IDS_200))
@@ -332,19 +335,19 @@ def test_bounded_load_movement_on_join_is_bounded() -> None:
 def test_bounded_load_children_outside_the_set() -> None:
     members = equal(["node-1", "node-2", "node-3"])
     children = [f"job-{i}" for i in range(9)]
-    placer = BoundedLoad(1.0).placer(members, children)  # every node exactly full
+    placer = BoundedLoad(1.0).placer(PlacementInput(members, children))  # every node exactly full
     ring = HashRing(members)
     assert placer.owner("stranger") == ring.owner("stranger")
-    roomy = BoundedLoad(2.0).placer(members, children)
+    roomy = BoundedLoad(2.0).placer(PlacementInput(members, children))
     owner = roomy.owner("stranger")
     assert owner is not None and roomy.load[owner] < roomy.capacity[owner]
     assert roomy.owner("stranger") == owner  # not counted, so asking twice agrees
-    assert dict(roomy.load) == dict(BoundedLoad(2.0).placer(members, children).load)
+    assert dict(roomy.load) == dict(BoundedLoad(2.0).placer(PlacementInput(members, children)).load)
 
 
 def test_bounded_load_replicas_follow_the_ring() -> None:
     members = equal(UNIVERSE[:5])
-    placer = BoundedLoad(1.0).placer(members, IDS_200)
+    placer = BoundedLoad(1.0).placer(PlacementInput(members, IDS_200))
     for child_id in IDS_200[:50]:
         owners = placer.owners(child_id, 3)
         assert owners[0] == placer.owner(child_id)
@@ -363,11 +366,11 @@ def test_bounded_load_validates_config_and_input() -> None:
         BoundedLoad(vnodes_per_weight=0)
     for free in (-0.1, 1.5, math.nan, True):
         with pytest.raises(ValueError, match="free fraction"):
-            BoundedLoad().placer(equal(["a"]), ["x"], {"a": free})
+            BoundedLoad().placer(PlacementInput(equal(["a"]), ["x"], {"a": free}))
     with pytest.raises(ValueError, match="child ids"):
-        BoundedLoad().placer(equal(["a"]), [3])  # type: ignore[list-item]
+        BoundedLoad().placer(PlacementInput(equal(["a"]), [3]))  # type: ignore[list-item]
     with pytest.raises(ValueError, match="n must be"):
-        BoundedLoad().placer(equal(["a"]), ["x"]).owners("x", 0)
+        BoundedLoad().placer(PlacementInput(equal(["a"]), ["x"])).owners("x", 0)
     with pytest.raises(ValueError, match="c must be"):
         BoundedLoadPlacer(HashRing(equal(["a"])), [], 0.5)
 
@@ -403,17 +406,17 @@ class Case:
 
 
 def _plain(strategy: Any, members: Mapping[str, int], child_ids: Sequence[str]) -> Placer:
-    placer: Placer = strategy.placer(members)
+    placer: Placer = strategy.placer(PlacementInput(members))
     return placer
 
 
 def _guided(strategy: Any, members: Mapping[str, int], child_ids: Sequence[str]) -> Placer:
-    placer: Placer = strategy.placer(members, full_mapping(child_ids))
+    placer: Placer = strategy.placer(PlacementInput(members, pins=full_mapping(child_ids)))
     return placer
 
 
 def _bounded(strategy: Any, members: Mapping[str, int], child_ids: Sequence[str]) -> Placer:
-    placer: Placer = strategy.placer(members, child_ids)
+    placer: Placer = strategy.placer(PlacementInput(members, child_ids))
     return placer
 
 
@@ -530,12 +533,13 @@ def test_every_strategy_places_the_same_in_any_process() -> None:
     """Hash-seed independence across processes, for every strategy (as test_ring does)."""
     code = (
         "import json\n"
-        "from strategies import BoundedLoad, ConsistentHashing, Guided\n"
+        "from strategies import BoundedLoad, ConsistentHashing, Guided, PlacementInput\n"
         "m = {'node-1': 1, 'node-2': 2, 'node-3': 1}\n"
         "ids = [f'c{i}' for i in range(60)]\n"
-        "g = Guided(fallback='ring').placer(m, {i: ['node-9', 'node-2'] for i in ids[::2]})\n"
-        "b = BoundedLoad(1.0).placer(m, ids)\n"
-        "r = ConsistentHashing().placer(m)\n"
+        "pins = {i: ['node-9', 'node-2'] for i in ids[::2]}\n"
+        "g = Guided(fallback='ring').placer(PlacementInput(m, pins=pins))\n"
+        "b = BoundedLoad(1.0).placer(PlacementInput(m, ids))\n"
+        "r = ConsistentHashing().placer(PlacementInput(m))\n"
         "print(json.dumps([[p.owners(i, 2) for i in ids] for p in (g, b, r)]))\n"
     )
     outputs = set()

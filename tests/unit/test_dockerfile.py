@@ -196,7 +196,7 @@ def test_command_is_processhub_node() -> None:
     assert _exec_form(entrypoint) == ["processhub"]
     assert _exec_form(cmd) == ["node"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert scripts["project"]["scripts"]["processhub"] == "hub.cli:main"
+    assert scripts["project"]["scripts"]["processhub"] == "hub.operate.cli:main"
     _, node = _node_container()
     assert "command" not in node  # the manifests rely on the ENTRYPOINT
     assert node["args"] == _exec_form(cmd)

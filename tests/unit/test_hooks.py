@@ -1,4 +1,5 @@
-"""hub.hooks: ordering, sync and async handlers, isolation, timeouts, alter chain, docs (no etcd).
+"""hub.core.hooks: ordering, sync and async handlers, isolation, timeouts, alter chain, docs
+(no etcd).
 
 Synchronisation is by events and ``wait_until``, never by sleeping.
 """
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from support.wait import wait_until
 
-from hub.hooks import (
+from hub.core.hooks import (
     AlterPayload,
     ChildrenMigrated,
     ChildrenRegistered,
@@ -236,7 +237,7 @@ def test_raising_sync_handler_is_logged_and_skipped(caplog: pytest.LogCaptureFix
     hooks.register(HookName.CHILD_STARTED, HookHandler("boom", boom, priority=2))
     hooks.register(HookName.CHILD_STARTED, HookHandler("cancels", cancels, priority=1))
     hooks.register(HookName.CHILD_STARTED, HookHandler("next", recorder(calls, "next")))
-    with caplog.at_level(logging.ERROR, logger="hub.hooks"):
+    with caplog.at_level(logging.ERROR, logger="hub.core.hooks"):
         hooks.dispatch(started())  # must not raise
     assert calls == ["next"]
     assert hooks.stats == HookStats(dispatched=3, failed=2)
@@ -249,7 +250,7 @@ def test_dispatch_refuses_an_alter_payload(caplog: pytest.LogCaptureFixture) -> 
     hooks = Hooks()
     calls: list[str] = []
     hooks.register(HookName.CHILD_DATA_ALTER, HookHandler("a", recorder(calls, "a")))
-    with caplog.at_level(logging.ERROR, logger="hub.hooks"):
+    with caplog.at_level(logging.ERROR, logger="hub.core.hooks"):
         hooks.dispatch(starting())  # type: ignore[arg-type]
     assert calls == []
     assert "dispatch_alter" in caplog.text
@@ -319,7 +320,7 @@ async def test_raising_async_handler_is_isolated(
     hooks.register(HookName.CHILD_STARTED, HookHandler("boom", boom, priority=2))
     hooks.register(HookName.CHILD_STARTED, HookHandler("own-cancel", own_cancel, priority=1))
     hooks.register(HookName.CHILD_STARTED, HookHandler("fine", fine))
-    with caplog.at_level(logging.ERROR, logger="hub.hooks"):
+    with caplog.at_level(logging.ERROR, logger="hub.core.hooks"):
         async with running(hooks) as task:
             hooks.dispatch(started("c1"))
             hooks.dispatch(started("c2"))
@@ -351,7 +352,7 @@ async def test_slow_async_handler_is_cancelled_after_the_timeout(
 
     hooks.register(HookName.CHILD_STARTED, HookHandler("stuck", stuck, priority=1))
     hooks.register(HookName.CHILD_STARTED, HookHandler("after", after))
-    with caplog.at_level(logging.WARNING, logger="hub.hooks"):
+    with caplog.at_level(logging.WARNING, logger="hub.core.hooks"):
         async with running(hooks) as task:
             hooks.dispatch(started())
             async with asyncio.timeout(TIMEOUT):
@@ -390,7 +391,7 @@ async def test_full_queue_drops_and_counts(
     hooks.register(HookName.CHILD_STARTED, HookHandler("h", handler))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a dropped coroutine must be closed, not leaked
-        with caplog.at_level(logging.WARNING, logger="hub.hooks"):
+        with caplog.at_level(logging.WARNING, logger="hub.core.hooks"):
             for restarts in range(5):
                 hooks.dispatch(started(restarts=restarts))  # run() not active yet
         gc.collect()
@@ -535,7 +536,7 @@ async def test_alter_chain_skips_bad_handlers(caplog: pytest.LogCaptureFixture) 
         )
     hooks.register(HookName.CHILD_DATA_ALTER, HookHandler("good", good))
     original = starting(args={"n": 1})
-    with caplog.at_level(logging.WARNING, logger="hub.hooks"):
+    with caplog.at_level(logging.WARNING, logger="hub.core.hooks"):
         result = await hooks.dispatch_alter(original)
     assert result.spec.args == {"n": 1, "good": True}
     assert (result.spec.id, result.fencing_token) == ("c1", 7)

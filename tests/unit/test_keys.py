@@ -1,4 +1,5 @@
-"""hub.keys: the etcd key layout. Build/parse round-trips, isolation of families, foreign keys."""
+"""hub.etcd.keys: the etcd key layout. Build/parse round-trips, isolation of families, foreign
+keys."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from hub.errors import ConfigError
-from hub.keys import DEFAULT_PREFIX, KeySpace, Kind, ParsedKey, prefix_end
+from hub.etcd.keys import DEFAULT_PREFIX, KeySpace, Kind, ParsedKey, prefix_end
 
 HUB = "h1"
 PREFIX = "/ph-test"

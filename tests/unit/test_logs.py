@@ -230,8 +230,8 @@ def test_setup_logging_replaces_root_handlers() -> None:
 
 
 def test_config_reprs_hide_the_etcd_password_and_the_rpc_token() -> None:
-    from hub.rpc import RpcConfig
-    from hub.store import EtcdConfig
+    from hub.etcd.store import EtcdConfig
+    from hub.messaging.rpc import RpcConfig
 
     assert "s3cret-pw" not in repr(EtcdConfig(username="u", password="s3cret-pw"))
     assert "s3cret-token" not in repr(RpcConfig(token="s3cret-token"))

@@ -9,7 +9,7 @@ import pytest
 from support.wait import wait_until
 
 from hub.errors import ChildNotRunning, HandlerError, MailboxFull, NotCallable
-from hub.mailbox import Mailbox
+from hub.messaging.mailbox import Mailbox
 
 
 class Recorder:

@@ -1,4 +1,4 @@
-"""hub.reconciler.plan: the pure decision for one child, from hand-built snapshots.
+"""hub.core.reconciler.plan: the pure decision for one child, from hand-built snapshots.
 
 The table covers every Action and each safety rule of the reconciler's module docstring;
 the hypothesis properties check the rules over random snapshots.
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hub.core.reconciler import Action, Self, plan, plan_replicated
+from hub.core.registry import OwnerEntry, SpecEntry
 from hub.model import ChildSpec, OwnerRecord, OwnerState
-from hub.reconciler import Action, Self, plan, plan_replicated
-from hub.registry import OwnerEntry, SpecEntry
 
 LEASE = 100  # this node's current lease (incarnation)
 OLD_LEASE = 99  # this node's previous incarnation

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from hub.codec import REPLICA_FAILED, ReplicaRecord, decode_replica, encode_replica
+from hub.core.reconciler import Action, Self, plan_replicated
+from hub.core.registry import OwnerEntry, Registry, SpecEntry
 from hub.errors import CorruptRecord
-from hub.keys import KeySpace
+from hub.etcd.codec import REPLICA_FAILED, ReplicaRecord, decode_replica, encode_replica
+from hub.etcd.keys import KeySpace
+from hub.etcd.store import Event
 from hub.model import ChildSpec, OwnerRecord, OwnerState
-from hub.reconciler import Action, Self, plan_replicated
-from hub.registry import OwnerEntry, Registry, SpecEntry
-from hub.store import Event
 
 ME = Self("n2", 100, draining=False)
 SPEC = SpecEntry(ChildSpec("c", "pkg.mod:Worker"), create_revision=10, mod_revision=10)

@@ -26,6 +26,7 @@ from strategies import (
     DistributionStrategy,
     Guarantee,
     HashRing,
+    PlacementInput,
     Placer,
     stable_hash,
 )
@@ -388,28 +389,30 @@ def test_fourth_node_takes_about_a_quarter() -> None:
 def test_consistent_hashing_builds_rings() -> None:
     strategy = ConsistentHashing()
     assert strategy.vnodes_per_weight == DEFAULT_VNODES_PER_WEIGHT
-    ring = strategy.placer({"node-1": 1, "node-2": 1})
+    ring = strategy.placer(PlacementInput({"node-1": 1, "node-2": 1}))
     assert ring == HashRing({"node-1": 1, "node-2": 1})
-    assert ConsistentHashing(64).placer({"a": 1}).vnodes_per_weight == 64
+    assert ConsistentHashing(64).placer(PlacementInput({"a": 1})).vnodes_per_weight == 64
 
 
 def test_consistent_hashing_caches_the_last_ring() -> None:
     strategy = ConsistentHashing(16)
-    first = strategy.placer({"a": 1, "b": 1})
-    assert strategy.placer({"b": 1, "a": 1}) is first
-    second = strategy.placer({"a": 1, "b": 2})
+    first = strategy.placer(PlacementInput({"a": 1, "b": 1}))
+    assert strategy.placer(PlacementInput({"b": 1, "a": 1})) is first
+    second = strategy.placer(PlacementInput({"a": 1, "b": 2}))
     assert second is not first
-    assert strategy.placer({"a": 1, "b": 2}) is second
-    strategy.placer({"a": 1, "b": 1})
+    assert strategy.placer(PlacementInput({"a": 1, "b": 2})) is second
+    strategy.placer(PlacementInput({"a": 1, "b": 1}))
     with pytest.raises(ValueError):
-        strategy.placer({"a": 1, "b": True})  # equal to the cached weights, but still refused
+        strategy.placer(
+            PlacementInput({"a": 1, "b": True})
+        )  # equal to the cached weights, but still refused
     with pytest.raises(ValueError):
-        strategy.placer({"a": 1, "b": 0})
+        strategy.placer(PlacementInput({"a": 1, "b": 0}))
 
 
 def test_consistent_hashing_value_semantics() -> None:
     strategy = ConsistentHashing(32)
-    strategy.placer({"a": 1})
+    strategy.placer(PlacementInput({"a": 1}))
     assert strategy == ConsistentHashing(32)
     assert hash(strategy) == hash(ConsistentHashing(32))
     assert repr(strategy) == "ConsistentHashing(vnodes_per_weight=32)"
@@ -426,7 +429,7 @@ def test_consistent_hashing_validates_config(vnodes: object) -> None:
 def test_protocols_and_guarantees() -> None:
     strategy: DistributionStrategy = ConsistentHashing()
     assert isinstance(strategy, DistributionStrategy)
-    assert isinstance(strategy.placer({"a": 1}), Placer)
+    assert isinstance(strategy.placer(PlacementInput({"a": 1})), Placer)
     assert strategy.guarantees == {
         Guarantee.AT_MOST_ONE_OWNER,
         Guarantee.MINIMAL_MOVEMENT,

@@ -15,7 +15,7 @@ import pytest
 from aetcd import rpc
 
 from hub.errors import ConfigError, RequestTooLarge, RevisionCompacted, StoreError
-from hub.store import (
+from hub.etcd.store import (
     PLANNED_VALUE_BYTES,
     RESPONSE_HEADER_BYTES,
     EtcdConfig,

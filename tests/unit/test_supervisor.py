@@ -1,4 +1,5 @@
-"""hub.supervisor: local worker lifecycle, restart policies, intensity, backoff, stop (no etcd).
+"""hub.core.supervisor: local worker lifecycle, restart policies, intensity, backoff, stop
+(no etcd).
 
 Synchronisation is by events and ``wait_until`` (poll with a deadline), never by sleeping.
 """
@@ -19,9 +20,7 @@ import pytest
 import sample_workers
 from support.wait import wait_until
 
-from hub.errors import ConfigError, HubClosed
-from hub.model import ChildSpec, RestartPolicy
-from hub.supervisor import (
+from hub.core.supervisor import (
     BACKOFF_JITTER,
     ExitKind,
     Supervisor,
@@ -29,6 +28,8 @@ from hub.supervisor import (
     WorkerExit,
     backoff_delay,
 )
+from hub.errors import ConfigError, HubClosed
+from hub.model import ChildSpec, RestartPolicy
 from hub.worker import AllowList, Context
 
 MOD = sample_workers.__name__
@@ -113,7 +114,7 @@ def backoffs(caplog: pytest.LogCaptureFixture, child_id: str) -> list[float]:
     return [
         r.backoff
         for r in caplog.records
-        if r.name == "hub.supervisor"
+        if r.name == "hub.core.supervisor"
         and getattr(r, "child_id", None) == child_id
         and hasattr(r, "backoff")
     ]
@@ -408,7 +409,7 @@ async def test_permanent_normal_exits_also_count_toward_intensity(no_leaked_task
 async def test_backoff_grows_and_is_capped(
     no_leaked_tasks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hub.supervisor")
+    caplog.set_level(logging.INFO, logger="hub.core.supervisor")
     async with running(backoff_initial=0.004, backoff_max=0.016) as (sup, rec):
         sup.start(
             spec("c1", "Scripted", "permanent", args={"exit": "crash"}, max_restarts=5),
@@ -436,7 +437,7 @@ async def test_backoff_resets_after_running_for_max_seconds(
     no_leaked_tasks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Each instance "runs" 31 fake seconds (clock advanced on start): never throttled."""
-    caplog.set_level(logging.INFO, logger="hub.supervisor")
+    caplog.set_level(logging.INFO, logger="hub.core.supervisor")
     clock = FakeClock()
 
     class LongRuns(Recorder):
@@ -464,7 +465,7 @@ async def test_intensity_window_forgets_old_restarts_but_backoff_keeps_growing(
 ) -> None:
     """Time passes only during backoff (31 fake seconds): restarts leave the window one by
     one, but no instance ever ran for max_seconds, so the backoff does not reset."""
-    caplog.set_level(logging.INFO, logger="hub.supervisor")
+    caplog.set_level(logging.INFO, logger="hub.core.supervisor")
     clock = FakeClock()
 
     class SlowBackoff(Recorder):
@@ -523,7 +524,7 @@ async def test_a_crash_does_not_affect_other_workers(no_leaked_tasks: None) -> N
 async def test_crash_is_logged_with_child_id_and_fencing_token(
     no_leaked_tasks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hub.supervisor")
+    caplog.set_level(logging.INFO, logger="hub.core.supervisor")
     async with running() as (sup, rec):
         sup.start(
             spec("c1", "Scripted", "temporary", args={"exit": "crash"}),
@@ -713,7 +714,7 @@ async def test_stop_all_of_5000_workers_is_fast(no_leaked_tasks: None) -> None:
 # ----------------------------------------------------------------------------- task ownership
 
 
-@pytest.mark.parametrize("module", ["worker.py", "supervisor.py", "command.py"])
+@pytest.mark.parametrize("module", ["worker.py", "core/supervisor.py", "command.py"])
 def test_no_bare_task_creation(module: str) -> None:
     source = (HUB_DIR / module).read_text()
     bare = re.findall(r"asyncio\.create_task|ensure_future|loop\.create_task", source)

@@ -6,7 +6,7 @@ with etcd's default ``--max-txn-ops``) and at most ``max_bytes`` into one outer 
 without compares, so every nested txn succeeds or fails on its own compares while the
 whole batch costs one round trip. Up to ``max_in_flight`` outer txns are pipelined.
 
-Outcomes: each submission's future resolves to its nested :class:`~hub.store.TxnResult`
+Outcomes: each submission's future resolves to its nested :class:`~hub.etcd.store.TxnResult`
 (``succeeded`` tells whether its compares held; ``revision`` is the batch revision, i.e.
 the create revision of any key it created). If the outer txn fails, every future in it
 gets the exception; after :class:`~hub.errors.StoreTimeout` the outcome is *unknown* and
@@ -34,10 +34,10 @@ from collections import deque
 from dataclasses import dataclass
 
 from hub.errors import HubClosed, RequestTooLarge
+from hub.etcd.store import MAX_TXN_OPS, Op, Store, TxnResult, op_width
 from hub.logs import get_logger
-from hub.store import MAX_TXN_OPS, Op, Store, TxnResult, op_width
 
-log = get_logger("hub.batcher")
+log = get_logger("hub.etcd.batcher")
 
 #: Bytes per outer txn; etcd's default request limit is 1.5 MiB.
 DEFAULT_MAX_BYTES = 1024 * 1024

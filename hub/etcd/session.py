@@ -23,10 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from hub.errors import SessionLost, StoreError
+from hub.etcd.store import Store
 from hub.logs import get_logger
-from hub.store import Store
 
-log = get_logger("hub.session")
+log = get_logger("hub.etcd.session")
 
 
 class Session:

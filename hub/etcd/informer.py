@@ -33,10 +33,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hub.errors import RevisionCompacted, StoreError
+from hub.etcd.store import Event, KeyValue, Store, WatchStream
 from hub.logs import get_logger
-from hub.store import Event, KeyValue, Store, WatchStream
 
-log = get_logger("hub.informer")
+log = get_logger("hub.etcd.informer")
 
 
 class Sink(Protocol):

@@ -19,7 +19,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hub.codec import (
+from hub.core.hooks import (
+    ChildrenRegistered,
+    ChildrenUnregistered,
+    HookName,
+    Hooks,
+    NodeJoined,
+    NodeLeft,
+)
+from hub.errors import CorruptRecord
+from hub.etcd.codec import (
     REPLICA_FAILED,
     ReplicaRecord,
     decode_leave,
@@ -28,21 +37,12 @@ from hub.codec import (
     decode_replica,
     decode_spec,
 )
-from hub.errors import CorruptRecord
-from hub.hooks import (
-    ChildrenRegistered,
-    ChildrenUnregistered,
-    HookName,
-    Hooks,
-    NodeJoined,
-    NodeLeft,
-)
-from hub.keys import KeySpace, Kind
+from hub.etcd.keys import KeySpace, Kind
+from hub.etcd.store import Event, KeyValue
 from hub.logs import get_logger
 from hub.model import ChildHandle, ChildSpec, NodeInfo, NodeState, OwnerRecord, OwnerState
-from hub.store import Event, KeyValue
 
-log = get_logger("hub.registry")
+log = get_logger("hub.core.registry")
 
 
 @dataclass(frozen=True, slots=True)

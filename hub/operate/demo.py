@@ -24,9 +24,9 @@ from typing import IO, Any
 
 from rich.padding import Padding
 
-from hub.cli_render import Column, Screen, progress_bar, track
 from hub.client import HubClient
 from hub.model import ChildSpec
+from hub.operate.cli_render import Column, Screen, progress_bar, track
 from hub.worker import Context
 
 HUB_ID = "demo"
@@ -62,7 +62,7 @@ class _Node:
         cmd = [
             sys.executable,
             "-m",
-            "hub.cli",
+            "hub.operate.cli",
             "--log-level",
             "error",
             "node",
@@ -75,7 +75,7 @@ class _Node:
             "--lease-ttl",
             str(lease_ttl),
             "--app",
-            "hub.demo",
+            "hub.operate.demo",
         ]
         # Own session: a Ctrl-C in the terminal reaches the demo only, which then stops
         # the nodes itself (they would otherwise start draining into a dying etcd).
@@ -215,7 +215,7 @@ class _Demo:
     async def start_children(self, client: HubClient) -> bool:
         self.step(f"start {self.children} children (hub.demo:Counter) from a client")
         specs = [
-            ChildSpec(id=f"room-{i}", start="hub.demo:Counter", args={"room": i})
+            ChildSpec(id=f"room-{i}", start="hub.operate.demo:Counter", args={"room": i})
             for i in range(1, self.children + 1)
         ]
         with progress_bar("starting children", self.children, enabled=self.progress) as bar:
@@ -268,7 +268,7 @@ async def run_demo(
     *, children: int = 12, lease_ttl: int = 3, progress: bool = False, screen: Screen | None = None
 ) -> int:
     """Run the demo; returns the process exit code."""
-    from hub.localetcd import LocalEtcd
+    from hub.operate.localetcd import LocalEtcd
 
     demo = _Demo(screen or Screen(), progress, children, lease_ttl)
     demo.screen.line("processhub demo: a local etcd, three nodes, and children that move", "bold")

@@ -16,7 +16,7 @@ hub when scraped.
 ``GET /metrics``   Prometheus text format.
 ``GET /api/nodes``     JSON: members (address, state, load, capacity...).
 ``GET /api/children``  JSON: children (node, state, token, restarts...).
-``GET /``          The live dashboard (``hub/dashboard.html``: one self-contained page).
+``GET /``          The live dashboard (``hub/operate/dashboard.html``: one self-contained page).
 ``GET /api/events``    Server-Sent Events feeding the dashboard (see :class:`EventFeed`).
 =================  ==============================================================
 
@@ -68,9 +68,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hub.child_events import ChildEvent, ChildEvents
-from hub.errors import ConfigError
-from hub.hooks import (
+from hub.core.hooks import (
     ChildFailed,
     ChildrenMigrated,
     ChildRestarted,
@@ -81,9 +79,11 @@ from hub.hooks import (
     HookName,
     PartitionChanged,
 )
+from hub.core.registry import OwnerChange
+from hub.errors import ConfigError
 from hub.logs import fields, get_logger
 from hub.model import NodeState, OwnerState
-from hub.registry import OwnerChange
+from hub.operate.events import ChildEvent, ChildEvents
 
 if TYPE_CHECKING:
     from hub.hub import Hub
@@ -104,7 +104,7 @@ __all__ = [
     "readiness",
 ]
 
-log = get_logger("hub.http")
+log = get_logger("hub.operate.http")
 
 #: Largest accepted request line plus headers, in bytes (larger: 431).
 MAX_REQUEST_HEAD = 8192
@@ -581,7 +581,7 @@ class HubMetrics:
 # -- live event feed (/api/events) ---------------------------------------------------------
 
 #: Hooks the dashboard shows as events. Node hooks fire on every node (from the registry);
-#: child events come from the registry too (:mod:`hub.child_events`), so that every node
+#: child events come from the registry too (:mod:`hub.operate.events`), so that every node
 #: shows the whole cluster and no child event is reported twice.
 _FEED_HOOKS: tuple[HookName, ...] = (
     HookName.NODE_JOINED,
@@ -669,7 +669,7 @@ class EventFeed:
     """What ``/api/events`` streams: snapshots of the registry and the cluster's events.
 
     Events are cluster-wide: child events are derived from owner-record transitions that
-    every node's registry sees (:class:`~hub.child_events.ChildEvents`: started, moved,
+    every node's registry sees (:class:`~hub.operate.events.ChildEvents`: started, moved,
     restarted, failed, stopped), node events come from the registry's ``node_joined`` and
     ``node_left`` hooks, plus this node's own ``partition_changed``.
 
@@ -1052,10 +1052,12 @@ _dashboard: bytes | None = None
 
 
 def dashboard_html() -> bytes:
-    """The dashboard page (``hub/dashboard.html``, package data), read once."""
+    """The dashboard page (``hub/operate/dashboard.html``, package data), read once."""
     global _dashboard
     if _dashboard is None:
-        _dashboard = importlib.resources.files("hub").joinpath("dashboard.html").read_bytes()
+        _dashboard = (
+            importlib.resources.files("hub.operate").joinpath("dashboard.html").read_bytes()
+        )
     return _dashboard
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from hub.errors import ChildNotRunning, HandlerError, MailboxFull, NotCallable
 from hub.logs import fields, get_logger
 
-log = get_logger("hub.mailbox")
+log = get_logger("hub.messaging.mailbox")
 
 Kind = Literal["call", "cast"]
 

@@ -2,7 +2,7 @@
 
 Presence of the key means the node is alive: it is bound to the node's lease, so it
 vanishes when the node stops renewing (crash) or revokes (graceful leave). Every node
-learns the member list from the watch (see :class:`hub.registry.Registry`).
+learns the member list from the watch (see :class:`hub.core.registry.Registry`).
 
 The record is (re)written whenever it may be missing or stale: after each new lease, when
 the node starts draining, and when the watch shows our key deleted by someone else.
@@ -16,16 +16,16 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-from hub import __version__
-from hub.codec import encode_node
+from hub._version import __version__
 from hub.errors import SessionLost, StoreError
-from hub.keys import KeySpace
+from hub.etcd.codec import encode_node
+from hub.etcd.keys import KeySpace
+from hub.etcd.session import Session
+from hub.etcd.store import Store
 from hub.logs import fields, get_logger
 from hub.model import NodeInfo, NodeState
-from hub.session import Session
-from hub.store import Store
 
-log = get_logger("hub.membership")
+log = get_logger("hub.core.membership")
 
 
 class Membership:

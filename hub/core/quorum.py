@@ -23,14 +23,14 @@ import json
 import time
 from collections.abc import Callable
 
+from hub.core.registry import Registry
 from hub.errors import StoreError
-from hub.keys import KeySpace
+from hub.etcd.keys import KeySpace
+from hub.etcd.store import Store
 from hub.logs import fields, get_logger
-from hub.registry import Registry
-from hub.store import Store
 from strategies.base import MembershipView, PartitionStrategy, QuorumDecision, QuorumState
 
-log = get_logger("hub.quorum")
+log = get_logger("hub.core.quorum")
 
 #: Version of the stored JSON; a reader accepts this and newer (unknown keys are ignored).
 SCHEMA = 1

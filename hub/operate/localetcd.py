@@ -14,7 +14,7 @@ killed by name.
 
 Command line (runs in the foreground until SIGINT/SIGTERM)::
 
-    python -m hub.localetcd --port 2379 --data-dir ./etcd-data
+    python -m hub.operate.localetcd --port 2379 --data-dir ./etcd-data
 """
 
 from __future__ import annotations
@@ -545,7 +545,7 @@ class LocalEtcd:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m hub.localetcd",
+        prog="python -m hub.operate.localetcd",
         description="Run a single-member development etcd on 127.0.0.1 in the foreground.",
     )
     parser.add_argument("--port", type=int, default=2379, help="client port (0: pick a free one)")

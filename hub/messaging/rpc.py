@@ -3,7 +3,7 @@
 The caller's node resolves a child to the address its owner advertises, then sends one
 unary RPC there: ``Call`` runs the worker's ``handle_call`` and carries its result back,
 ``Cast`` asks the owner to enqueue a message for ``handle_cast`` and carries back whether it
-was taken. Payloads are opaque bytes plus a codec name (:mod:`hub.codec_payload`); protobuf
+was taken. Payloads are opaque bytes plus a codec name (:mod:`hub.messaging.payload`); protobuf
 types never leave this module: callers and the :class:`Dispatcher` see plain dataclasses.
 
 What it guarantees:
@@ -76,8 +76,8 @@ from hub.errors import (
     StaleHandle,
     WrongHub,
 )
+from hub.etcd.store import TlsConfig
 from hub.logs import fields, get_logger
-from hub.store import TlsConfig
 
 __all__ = [
     "SCHEMA",
@@ -96,7 +96,7 @@ __all__ = [
     "server_options",
 ]
 
-log = get_logger("hub.rpc")
+log = get_logger("hub.messaging.rpc")
 
 #: Schema of the messages this node writes; a request without one (0) is refused.
 SCHEMA: Final = 1
@@ -339,7 +339,7 @@ class Dispatcher(Protocol):
     other exception is a bug: it is logged and the caller gets ``NodeInternalError``
     (a ``TimeoutError``, including ``CallTimeout``, gives the caller ``CallTimeout``).
     The request has already passed the token, schema and hub id checks; its payload is
-    still encoded (decode with :func:`hub.codec_payload.decode_payload`, whose
+    still encoded (decode with :func:`hub.messaging.payload.decode_payload`, whose
     ``BadPayload`` becomes ``BAD_PAYLOAD``). Both run in a gRPC handler task that is
     cancelled when the caller's deadline passes or it goes away.
     """

@@ -71,8 +71,8 @@ from hub.errors import (
     WorkerStartFailed,
 )
 from hub.logs import bind_task, fields, get_logger
-from hub.mailbox import DEFAULT_CAPACITY as DEFAULT_MAILBOX_CAPACITY
-from hub.mailbox import Mailbox
+from hub.messaging.mailbox import DEFAULT_CAPACITY as DEFAULT_MAILBOX_CAPACITY
+from hub.messaging.mailbox import Mailbox
 from hub.model import ChildSpec, RestartPolicy
 from hub.worker import (
     AllowList,
@@ -91,7 +91,7 @@ __all__ = [
     "backoff_delay",
 ]
 
-logger = get_logger("hub.supervisor")
+logger = get_logger("hub.core.supervisor")
 
 _P = ParamSpec("_P")
 
@@ -363,7 +363,7 @@ class Supervisor:
         child.role = role
         self._children[spec.id] = child
         child.task = task_group.create_task(
-            self._supervise(child), name=f"hub.supervisor:{spec.id}"
+            self._supervise(child), name=f"hub.core.supervisor:{spec.id}"
         )
 
     async def stop(self, child_id: str) -> None:
@@ -497,7 +497,9 @@ class Supervisor:
             group = self._task_group
             if group is None:
                 raise ChildNotRunning(child_id, self._node_id)
-            child.consumer = group.create_task(mailbox.run(), name=f"hub.mailbox:{child_id}")
+            child.consumer = group.create_task(
+                mailbox.run(), name=f"hub.messaging.mailbox:{child_id}"
+            )
         return mailbox
 
     def _close_mailbox(self, child: _Child) -> None:

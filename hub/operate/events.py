@@ -2,7 +2,7 @@
 
 Every node's registry sees every write of ``owners/{id}`` through its watch, so any node
 can tell what happens to any child, wherever it runs; hooks only fire on the node
-involved. :class:`ChildEvents` turns the registry's :class:`~hub.registry.OwnerChange`
+involved. :class:`ChildEvents` turns the registry's :class:`~hub.core.registry.OwnerChange`
 stream into :class:`ChildEvent` values:
 
 ===================  ======================================================================
@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from hub.core.registry import OwnerChange, Registry
 from hub.model import ChildHandle, OwnerState
-from hub.registry import OwnerChange, Registry
 
 __all__ = ["ChildEvent", "ChildEvents"]
 

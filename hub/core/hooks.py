@@ -61,7 +61,7 @@ from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar
 from hub.logs import fields, get_logger
 from hub.model import ChildHandle, ChildSpec
 
-log = get_logger("hub.hooks")
+log = get_logger("hub.core.hooks")
 
 #: Default bound on one async or alter handler's run, in seconds.
 DEFAULT_HANDLER_TIMEOUT = 5.0
@@ -783,7 +783,7 @@ class Hooks:
         try:
             async with asyncio.TaskGroup() as task_group:
                 for number in range(self.concurrency):
-                    task_group.create_task(self._work(), name=f"hub.hooks:{number}")
+                    task_group.create_task(self._work(), name=f"hub.core.hooks:{number}")
                 if ready is not None:
                     ready.set()
         finally:

@@ -53,10 +53,10 @@ from hub.errors import (
     StoreTimeout,
     StoreUnavailable,
 )
-from hub.keys import prefix_end
+from hub.etcd.keys import prefix_end
 from hub.logs import get_logger
 
-log = get_logger("hub.store")
+log = get_logger("hub.etcd.store")
 
 #: etcd's default ``--max-txn-ops``. etcd checks a txn level against this budget and each
 #: nested txn against what is left: ``outer ops + widest nested level <= 128``, where a
@@ -723,7 +723,7 @@ class WatchStream:
     compacted, StoreAuthError when it refuses our token (etcd checks it only when a watch
     is created, so an expired one surfaces here; ``reauth`` fetches a fresh token for the
     next watch), StoreUnavailable when the stream breaks. ``request_progress()`` asks etcd
-    for a progress notification; :class:`hub.informer.Informer` uses it to notice a silent
+    for a progress notification; :class:`hub.etcd.informer.Informer` uses it to notice a silent
     partition.
     """
 

@@ -6,7 +6,7 @@ Changes are **coalesced**: ids marked dirty while a round is being planned join 
 round; an id is never acted on twice at once (the in-flight set, as in client-go's
 workqueue). Work is **incremental**: a spec or owner change marks that child; a membership
 change marks the children whose ring owner moved, plus every child without an owner and
-every child this node owns. Writes go through the :class:`~hub.batcher.TxnBatcher`, one
+every child this node owns. Writes go through the :class:`~hub.etcd.batcher.TxnBatcher`, one
 nested compare-and-set per key, so a round costs a few etcd round trips, not one per child.
 
 Safety rules (the guarantees of DESIGN.md):
@@ -34,15 +34,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from hub.batcher import TxnBatcher
-from hub.codec import (
-    REPLICA_FAILED,
-    ReplicaRecord,
-    decode_state,
-    encode_owner,
-    encode_replica,
-    encode_state,
+from hub.core.hooks import (
+    ChildFailed,
+    ChildrenMigrated,
+    ChildStarting,
+    ChildStopped,
+    HookName,
+    Hooks,
 )
+from hub.core.placement import Placement, build_placement
+from hub.core.registry import OwnerEntry, Registry, SpecEntry
+from hub.core.supervisor import ExitKind, Supervisor, WorkerExit
 from hub.errors import (
     CorruptRecord,
     HubClosed,
@@ -52,20 +54,18 @@ from hub.errors import (
     StaleFence,
     StoreError,
 )
-from hub.hooks import (
-    ChildFailed,
-    ChildrenMigrated,
-    ChildStarting,
-    ChildStopped,
-    HookName,
-    Hooks,
+from hub.etcd.batcher import TxnBatcher
+from hub.etcd.codec import (
+    REPLICA_FAILED,
+    ReplicaRecord,
+    decode_state,
+    encode_owner,
+    encode_replica,
+    encode_state,
 )
-from hub.keys import KeySpace
-from hub.logs import fields, get_logger
-from hub.model import ChildSpec, OwnerRecord, OwnerState, RestartPolicy
-from hub.registry import OwnerEntry, Registry, SpecEntry
-from hub.session import Session
-from hub.store import (
+from hub.etcd.keys import KeySpace
+from hub.etcd.session import Session
+from hub.etcd.store import (
     KeyValue,
     ResponseTooLarge,
     cmp_create,
@@ -75,18 +75,15 @@ from hub.store import (
     op_put,
     op_txn,
 )
-from hub.supervisor import ExitKind, Supervisor, WorkerExit
-from strategies.base import DistributionStrategy, Placer
-from strategies.bounded_load import BoundedLoad
+from hub.logs import fields, get_logger
+from hub.model import ChildSpec, OwnerRecord, OwnerState, RestartPolicy
+from strategies.base import ChildSetAware, DistributionStrategy, RedundancyStrategy
 from strategies.migration import ColdSwap, MigrationStrategy
-from strategies.redundancy import Replication, Singularity
+from strategies.redundancy import Singularity
 
-log = get_logger("hub.reconciler")
+log = get_logger("hub.core.reconciler")
 
 _UNKNOWN = "\0unknown"  # not a valid node id
-
-#: BoundedLoad: seconds between rebuilds of its placement while children come and go.
-REBUILD_EVERY = 0.5
 
 #: Children released per step: one etcd txn's worth of owner deletes.
 RELEASE_CHUNK = 126
@@ -95,21 +92,6 @@ RELEASE_CHUNK = 126
 #: request (1.5 MiB by default) beside its key and owner compare, like a spec
 #: (``max_spec_bytes``). Larger states are refused when written, never discovered when read.
 MAX_STATE_BYTES = 1024 * 1024
-
-
-def place(
-    entry: SpecEntry | None, child_id: str, members: Mapping[str, int], placer: Placer
-) -> str | None:
-    """Where a child belongs: its first pinned node that is an active member, or (unpinned)
-    wherever the distribution strategy puts it. A pinned child with none of its nodes
-    present waits (it is never dropped), unless the strategy is ``Guided(fallback="ring")``,
-    which lets the ring place it until one of its nodes returns."""
-    if entry is not None and entry.spec.nodes:
-        node = next((node for node in entry.spec.nodes if node in members), None)
-        if node is not None or getattr(placer, "_fallback", "wait") != "ring":
-            return node
-        # Guided(fallback="ring"): none of its nodes is here, the ring places it meanwhile.
-    return placer.owner(child_id)
 
 
 class Action(enum.Enum):
@@ -287,7 +269,7 @@ class Reconciler:
         distribution: DistributionStrategy,
         migration: MigrationStrategy | None = None,
         hooks: Hooks | None = None,
-        redundancy: Singularity | Replication | None = None,
+        redundancy: RedundancyStrategy | None = None,
         resync_interval: float = 30.0,
         max_in_flight_rounds: int = 8,
     ) -> None:
@@ -300,7 +282,7 @@ class Reconciler:
         self.distribution = distribution
         self.migration: MigrationStrategy = migration if migration is not None else ColdSwap()
         self.hooks = hooks if hooks is not None else Hooks()
-        self.redundancy: Singularity | Replication = (
+        self.redundancy: RedundancyStrategy = (
             redundancy if redundancy is not None else Singularity()
         )
         self._replica_sets: dict[str, tuple[str, ...]] = {}
@@ -318,10 +300,16 @@ class Reconciler:
         self._frozen = False
         #: child id -> fencing token of every child this incarnation owns
         self.owned: dict[str, int] = {}
-        self._placer: Placer = distribution.placer({})
-        #: BoundedLoad places with the set of children in mind: rebuilt (at most every
-        #: REBUILD_EVERY seconds) when children come or go
-        self._load_aware = isinstance(distribution, BoundedLoad)
+        #: where children belong at the cached membership (rebuilt when it changes)
+        self.current_placement: Placement = build_placement(
+            registry, distribution, self.redundancy, {}
+        )
+        #: a ChildSetAware strategy places with the set of children in mind: rebuilt (at
+        #: most every rebuild_interval seconds) when children come or go
+        self._load_aware = isinstance(distribution, ChildSetAware)
+        self._rebuild_interval = (
+            distribution.rebuild_interval if isinstance(distribution, ChildSetAware) else 0.5
+        )
         self._spec_set_changed = False
         self._built_for = 0  # how many specs the load-aware placement was built with
         self._last_rebuild = 0.0
@@ -391,9 +379,7 @@ class Reconciler:
         try:
             return self._placement[child_id]
         except KeyError:
-            node = self._placement[child_id] = place(
-                self.registry.specs.get(child_id), child_id, self._members, self._placer
-            )
+            node = self._placement[child_id] = self.current_placement.owner(child_id)
             return node
 
     def replica_set(self, child_id: str) -> tuple[str, ...]:
@@ -402,50 +388,29 @@ class Reconciler:
             return self._replica_sets[child_id]
         except KeyError:
             pass
-        members = self._members
-        count = self.redundancy.count(len(members))
-        entry = self.registry.specs.get(child_id)
-        if entry is not None and entry.spec.nodes:
-            nodes = tuple(n for n in entry.spec.nodes if n in members)[:count]
-        else:
-            nodes = self._placer.owners(child_id, count) if members else ()
-        self._replica_sets[child_id] = nodes
+        nodes = self._replica_sets[child_id] = self.current_placement.instances(child_id)
         return nodes
 
     @property
     def replicated(self) -> bool:
-        return isinstance(self.redundancy, Replication)
+        """More than one instance per child at the cached membership."""
+        return self.current_placement.replicated
 
-    def _build_placer(self, members: dict[str, int]) -> Placer:
-        distribution = self.distribution
-        if isinstance(distribution, BoundedLoad):
+    def _build_placement(self, members: dict[str, int]) -> Placement:
+        if self._load_aware:
             self._last_rebuild = time.monotonic()
             self._spec_set_changed = False
             self._built_for = len(self.registry.specs)
-            return distribution.placer(members, sorted(self.registry.specs), self._capacities())
-        return distribution.placer(members)
-
-    def _capacities(self) -> dict[str, float] | None:
-        """Relative capacity of each member from the ``capacity`` they publish."""
-        nodes = self.registry.nodes
-        sized = {
-            n: nodes[n].info.capacity
-            for n in self._members
-            if n in nodes and nodes[n].info.capacity
-        }
-        if not sized:
-            return None
-        top = max(sized.values())
-        return {n: sized.get(n, top) / top for n in self._members}
+        return build_placement(self.registry, self.distribution, self.redundancy, members)
 
     def _rebuild_placement(self, full: bool, force: bool = False) -> None:
         members = self.registry.active_members()
         if members == self._members and not full and not force:
             return
         old_placement = self._placement
-        old = self._placer
+        old = self.current_placement
         self._members = members
-        self._placer = self._build_placer(members)
+        self.current_placement = self._build_placement(members)
         self._placement = {}
         old_sets, self._replica_sets = self._replica_sets, {}
         if full:
@@ -500,7 +465,7 @@ class Reconciler:
                     self._wakeup.clear()
                     await asyncio.sleep(0)  # coalesce the current burst
                     if self._spec_set_changed:
-                        wait = REBUILD_EVERY - (time.monotonic() - self._last_rebuild)
+                        wait = self._rebuild_interval - (time.monotonic() - self._last_rebuild)
                         if wait > 0:
                             asyncio.get_running_loop().call_later(wait, self._wakeup.set)
                         else:
@@ -529,7 +494,7 @@ class Reconciler:
         return Self(self.node_id, self.session.lease_id, self.draining or self.partitioned)
 
     def set_partitioned(self, partitioned: bool) -> None:
-        """Enter or leave partitioned mode (see :mod:`hub.quorum`)."""
+        """Enter or leave partitioned mode (see :mod:`hub.core.quorum`)."""
         self.partitioned = partitioned
         self.mark_all()
 

@@ -5,7 +5,7 @@ Each verb connects to etcd as a :class:`hub.client.HubClient`, does one job, pri
 result (a table, or one JSON document with ``--json``) and exits with a code scripts can
 rely on: 0 ok, 1 runtime failure (etcd unreachable or refusing us, timeout), 2 usage or
 configuration error, 3 unknown child or node. Errors are one line on stderr (see
-:func:`hub.cli.main`); bulk starts and drains show a progress bar on an interactive stderr.
+:func:`hub.operate.cli.main`); bulk starts and drains show a progress bar on an interactive stderr.
 """
 
 from __future__ import annotations
@@ -20,15 +20,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from hub.cli import (
-    EXIT_FAILURE,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    _add_etcd_options,
-    _env,
-    _etcd_kwargs,
-)
-from hub.cli_render import Column, Screen, progress_bar, progress_wanted, track
 from hub.client import HubClient
 from hub.errors import (
     ConfigError,
@@ -39,8 +30,17 @@ from hub.errors import (
     UnknownChild,
     UnknownNode,
 )
+from hub.etcd.store import Store
 from hub.model import ChildHandle, ChildSpec
-from hub.store import Store
+from hub.operate.cli_connect import (
+    EXIT_FAILURE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    _add_etcd_options,
+    _env,
+    _etcd_kwargs,
+)
+from hub.operate.cli_render import Column, Screen, progress_bar, progress_wanted, track
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -52,7 +52,7 @@ def _error(message: str) -> None:
 
 
 def _run(command: Command) -> Callable[[argparse.Namespace], int]:
-    """Run an async verb; errors go up to :func:`hub.cli.main`, which prints one line."""
+    """Run an async verb; errors go up to :func:`hub.operate.cli.main`, which prints one line."""
 
     def runner(args: argparse.Namespace) -> int:
         if not args.debug and str(args.log_level).lower() == "warning":

@@ -25,31 +25,28 @@ from typing import Any
 
 from hub.errors import ConfigError, HubError, InvalidSpec, NotFound, StoreUnavailable
 from hub.logs import setup_logging
+from hub.operate import cli_ops
+from hub.operate.cli_connect import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    _add_etcd_options,
+    _csv,
+    _env,
+    _etcd_kwargs,
+)
 from strategies.migration import ColdSwap, HotSwap
 from strategies.partition import Availability, Strict
 from strategies.redundancy import Replication, Singularity
 
-log = logging.getLogger("hub.cli")
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` reports
+log = logging.getLogger("hub.operate.cli")
 
 APP_ENTRY = "processhub_node"
 """An ``--app`` module may define ``async def processhub_node(hub)``: it runs beside the node
 (an HTTP front, say) and is cancelled when the node starts draining."""
 AppTask = Callable[[Any], Awaitable[None]]
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"PROCESSHUB_{name}", default)
-
-
-def _csv(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
 def _emit(event: str, **fields: Any) -> None:
@@ -58,65 +55,6 @@ def _emit(event: str, **fields: Any) -> None:
 
 
 # -- node --------------------------------------------------------------------------------
-
-
-def _add_etcd_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--endpoints",
-        default=_env("ENDPOINTS") or os.environ.get("ETCD_ENDPOINTS") or "127.0.0.1:2379",
-        help="etcd endpoints, comma-separated host:port (env PROCESSHUB_ENDPOINTS)",
-    )
-    p.add_argument("--prefix", default=_env("PREFIX", "/processhub"), help="etcd key prefix")
-    p.add_argument("--etcd-ca", default=_env("ETCD_CA"), help="CA bundle for etcd TLS")
-    p.add_argument("--etcd-cert", default=_env("ETCD_CERT"), help="client certificate")
-    p.add_argument("--etcd-key", default=_env("ETCD_KEY"), help="client private key")
-    p.add_argument(
-        "--etcd-server-name",
-        default=_env("ETCD_SERVER_NAME"),
-        help="name to check in etcd's certificate (needed with several IP endpoints and TLS)",
-    )
-    p.add_argument("--etcd-user", default=_env("ETCD_USER"), help="etcd user name")
-    p.add_argument(
-        "--etcd-password-env",
-        default="PROCESSHUB_ETCD_PASSWORD",
-        help="name of the environment variable holding the etcd password",
-    )
-
-
-def _etcd_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Connection options from the flags, checked before anything connects (exit 2)."""
-    from hub.store import TlsConfig
-
-    kwargs: dict[str, Any] = {"endpoints": _csv(args.endpoints), "prefix": args.prefix}
-    if args.etcd_ca or args.etcd_cert or args.etcd_key:
-        if bool(args.etcd_cert) != bool(args.etcd_key):
-            raise ConfigError("--etcd-cert and --etcd-key go together")
-        kwargs["tls"] = TlsConfig(
-            _readable(args.etcd_ca, "--etcd-ca"),
-            _readable(args.etcd_cert, "--etcd-cert"),
-            _readable(args.etcd_key, "--etcd-key"),
-            server_name=args.etcd_server_name or None,
-        )
-    if args.etcd_user:
-        password = os.environ.get(args.etcd_password_env)
-        if password is None:
-            raise ConfigError(
-                f"--etcd-user {args.etcd_user}: set the password in ${args.etcd_password_env}"
-            )
-        kwargs["username"] = args.etcd_user
-        kwargs["password"] = password
-    return kwargs
-
-
-def _readable(path: str | None, flag: str) -> str | None:
-    """``path`` if it can be opened: a missing certificate is a usage error, not a traceback."""
-    if path:
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def _node_parser(sub: Any) -> None:
@@ -232,8 +170,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 
 def _rpc_config(args: argparse.Namespace) -> Any:
-    from hub.rpc import RpcConfig, ServerTls
-    from hub.store import TlsConfig
+    from hub.etcd.store import TlsConfig
+    from hub.messaging.rpc import RpcConfig, ServerTls
 
     tls = client_tls = None
     if args.rpc_cert or args.rpc_key:
@@ -359,7 +297,7 @@ def _etcd_parser(sub: Any) -> None:
 
 
 def _cmd_etcd(args: argparse.Namespace) -> int:
-    from hub import localetcd
+    from hub.operate import localetcd
 
     argv = ["--port", str(args.port), "--peer-port", str(args.peer_port)]
     if args.data_dir:
@@ -381,8 +319,8 @@ def _demo_parser(sub: Any) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hub.cli_render import progress_wanted
-    from hub.demo import run_demo
+    from hub.operate.cli_render import progress_wanted
+    from hub.operate.demo import run_demo
 
     if args.children < 1 or args.lease_ttl < 1:
         raise ConfigError("--children and --lease-ttl must be >= 1")
@@ -414,7 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     _node_parser(sub)
     _etcd_parser(sub)
     _demo_parser(sub)
-    from hub import cli_ops  # operator verbs (imported late: cli_ops imports this module)
 
     cli_ops.ls_parser(sub)
     cli_ops.nodes_parser(sub)

@@ -1,0 +1,1 @@
+"""The node's core: registry, membership, quorum, supervisor, hooks, reconciler."""

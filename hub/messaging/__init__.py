@@ -1,0 +1,1 @@
+"""Node-to-node messaging: RPC, mailboxes, payload codecs."""

@@ -1,0 +1,1 @@
+"""Operating a hub: HTTP endpoints, metrics, events, dashboard, CLI, demo, local etcd."""
