@@ -520,7 +520,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("no Python frame: cygrpc coroutines, C task steps", (), ("_contextvars.Context",)),
     ("gRPC Python (grpc.aio; its Cython calls inside)", ("/grpc/",), ("grpc._cython",)),
     ("protobuf", ("/google/protobuf/", "_pb2"), ("google._upb", "FromString")),
-    ("RPC layer (hub/messaging/rpc.py)", ("hub/messaging/rpc.py",), ()),
+    ("RPC layer (hub/messaging/rpc.py)", ("hub/messaging/rpc.py", "hub/messaging/_rpc_"), ()),
     (
         "payload codec (hub/messaging/payload.py, json)",
         ("hub/messaging/payload.py", "/json/"),
@@ -549,11 +549,11 @@ KEY_FUNCTIONS = [
     ("hub/client.py", "_send"),
     ("hub/hub.py", "_deliver"),
     ("hub/client.py", "_deliver"),
-    ("hub/messaging/rpc.py", "call"),
-    ("hub/messaging/rpc.py", "_unary"),
+    ("hub/messaging/_rpc_client.py", "call"),
+    ("hub/messaging/_rpc_client.py", "_unary"),
     ("grpc/aio/_call.py", "_invoke"),
-    ("hub/messaging/rpc.py", "Call"),
-    ("hub/messaging/rpc.py", "_serve"),
+    ("hub/messaging/_rpc_server.py", "Call"),
+    ("hub/messaging/_rpc_server.py", "_serve"),
     ("hub/hub.py", "dispatch_call"),
     ("hub/hub.py", "_local"),
     ("hub/messaging/mailbox.py", "call"),
@@ -561,7 +561,7 @@ KEY_FUNCTIONS = [
     ("hub/core/supervisor.py", "mailbox"),
     ("hub/messaging/payload.py", "encode_payload"),
     ("hub/messaging/payload.py", "decode_payload"),
-    ("hub/messaging/rpc.py", "raise_for_reply"),
+    ("hub/messaging/_rpc_wire.py", "raise_for_reply"),
 ]
 
 OTHER = "other (stdlib glue)"

@@ -714,7 +714,19 @@ async def test_stop_all_of_5000_workers_is_fast(no_leaked_tasks: None) -> None:
 # ----------------------------------------------------------------------------- task ownership
 
 
-@pytest.mark.parametrize("module", ["worker.py", "core/supervisor.py", "command.py"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "worker.py",
+        "core/supervisor.py",
+        "command.py",
+        "messaging/rpc.py",
+        "messaging/_rpc_config.py",
+        "messaging/_rpc_wire.py",
+        "messaging/_rpc_server.py",
+        "messaging/_rpc_client.py",
+    ],
+)
 def test_no_bare_task_creation(module: str) -> None:
     source = (HUB_DIR / module).read_text()
     bare = re.findall(r"asyncio\.create_task|ensure_future|loop\.create_task", source)
