@@ -44,46 +44,39 @@ Warning: Python cannot kill a coroutine. A worker that catches ``CancelledError`
 running is only *waited for*: :meth:`Supervisor.stop` (and ``stop_many``, ``stop_all``) give up
 after ``stop_timeout`` and log an error, the child keeps its id (``is_running`` stays true)
 until the task really ends, and :meth:`Supervisor.run` cannot return before it ends.
+
+Layout: this module is the public namespace and holds :class:`Supervisor` (the table of
+children, starting and stopping them, their mailboxes). The life of one child lives in the
+private ``_child_lifecycle`` (:class:`ChildLifecycle`, :class:`SupervisorEvents`), the exit
+model and backoff arithmetic in ``_restart`` (:class:`ExitKind`, :class:`WorkerExit`,
+:func:`backoff_delay`). All of them log as ``hub.core.supervisor``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import enum
 import inspect
-import random
 import time
-import types
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, ParamSpec, Protocol
+from typing import Any
 
-from hub.errors import (
-    ChildNotRunning,
-    ConfigError,
-    HubClosed,
-    NotCallable,
-    StaleHandle,
-    TargetNotAllowed,
-    WorkerCrashed,
-    WorkerStartFailed,
+from hub.core._child_lifecycle import (
+    START_WINDOW_ITERATIONS,
+    ChildLifecycle,
+    SupervisorEvents,
+    _Child,
 )
-from hub.logs import bind_task, fields, get_logger
+from hub.core._restart import BACKOFF_JITTER, ExitKind, WorkerExit, backoff_delay
+from hub.errors import ChildNotRunning, ConfigError, HubClosed, NotCallable, StaleHandle
+from hub.logs import fields, get_logger
 from hub.messaging.mailbox import DEFAULT_CAPACITY as DEFAULT_MAILBOX_CAPACITY
 from hub.messaging.mailbox import Mailbox
-from hub.model import ChildSpec, RestartPolicy
-from hub.worker import (
-    AllowList,
-    Context,
-    WorkerFn,
-    describe_exception,
-    resolve_target,
-    truncate_reason,
-)
+from hub.model import ChildSpec
+from hub.worker import AllowList, describe_exception
 
 __all__ = [
+    "BACKOFF_JITTER",
+    "START_WINDOW_ITERATIONS",
     "ExitKind",
     "Supervisor",
     "SupervisorEvents",
@@ -93,161 +86,9 @@ __all__ = [
 
 logger = get_logger("hub.core.supervisor")
 
-_P = ParamSpec("_P")
-
-#: Loop iterations a new instance gets before it counts as started.
-START_WINDOW_ITERATIONS = 2
-#: Backoff delays are scaled by a random factor in (1 - JITTER, 1] so restarts spread out.
-BACKOFF_JITTER = 0.1
-#: 2**64 times any sane initial delay is far past any cap; avoids float overflow.
-_MAX_BACKOFF_EXPONENT = 64
-
-
-class ExitKind(enum.StrEnum):
-    """How a child ended for good on this node."""
-
-    NORMAL = "normal"  # returned and the policy does not restart it
-    CRASHED = "crashed"  # raised (or restart intensity exceeded)
-    START_FAILED = "start_failed"  # target not resolvable or raised within the start window
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerExit:
-    """The final exit of a child on this node; ``reason`` is a one-line string (<= 500).
-
-    ``restarts`` is how often the supervisor restarted the child before this exit: the
-    authoritative count, which records about the child (the owner record) must not take
-    from a cache that may lag behind the last ``worker_restarting``.
-    """
-
-    child_id: str
-    kind: ExitKind
-    reason: str
-    exit_code: int | None = None
-    restarts: int = 0
-
-
-class SupervisorEvents(Protocol):
-    """Lifecycle notifications, implemented by the hub.
-
-    Called synchronously from the supervisor's tasks: implementations must not block or
-    await (queue the work instead). Exceptions are logged and ignored.
-    """
-
-    def worker_started(self, child_id: str, fencing_token: int, restarts: int) -> None:
-        """An instance passed its start window; ``restarts`` counts earlier restarts."""
-        ...
-
-    def worker_restarting(
-        self, child_id: str, fencing_token: int, restarts: int, reason: str
-    ) -> None:
-        """An instance exited (``reason``) and restart number ``restarts`` is in backoff."""
-        ...
-
-    def worker_exited(self, child_id: str, fencing_token: int, exit: WorkerExit) -> None:
-        """The child ended for good on this node; no more restarts."""
-        ...
-
-
-def backoff_delay(attempt: int, *, initial: float, maximum: float, rand: float) -> float:
-    """Delay before restart number ``attempt`` (0-based since the last reset).
-
-    ``min(maximum, initial * 2**attempt)`` scaled by ``1 - BACKOFF_JITTER * rand``, so it
-    never exceeds ``maximum``.
-
-    Args:
-        attempt: restarts since the backoff was last reset.
-        initial: the first delay, in seconds.
-        maximum: the cap, in seconds.
-        rand: a number in ``[0, 1)`` (``random.random()``); fixed in tests.
-    """
-    base = min(maximum, initial * 2.0 ** min(attempt, _MAX_BACKOFF_EXPONENT))
-    return base * (1.0 - BACKOFF_JITTER * rand)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """How one instance ended, before the restart policy is applied."""
-
-    kind: ExitKind
-    reason: str
-    exit_code: int | None = None
-
-
-@dataclass(slots=True, eq=False)
-class _Child:
-    """Bookkeeping for one supervised child; lives while its supervising task does."""
-
-    spec: ChildSpec
-    fencing_token: int
-    incarnation: int
-    # One event per child, not per instance: a stop may land between two instances.
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    stop_requested: bool = False
-    task: asyncio.Task[None] = field(init=False)
-    #: state the next instance starts from (incoming handover/checkpoint, then the
-    #: latest checkpoint this child wrote on this node)
-    state: Any = None
-    state_source: str | None = None
-    #: the current instance object of a class target (for handover_state)
-    instance: object | None = None
-    role: str = "active"
-    #: messages for the current instance (class targets with handle_call/handle_cast)
-    mailbox: Mailbox | None = None
-    consumer: asyncio.Task[None] | None = None
-
-
-async def _guard(run: WorkerFn, ctx: Context) -> Exception | None:
-    """Run one instance; return its exception so it never reaches a task group."""
-    try:
-        await run(ctx)
-    except Exception as exc:
-        return exc
-    return None
-
-
-class _StartWindow:
-    """Counts event-loop iterations after a worker began; then reports it started."""
-
-    __slots__ = ("child", "closed", "restarts", "started", "supervisor")
-
-    def __init__(self, supervisor: Supervisor, child: _Child, restarts: int) -> None:
-        self.supervisor = supervisor
-        self.child = child
-        self.restarts = restarts
-        self.started = False
-        self.closed = False
-
-    def tick(self, loop: asyncio.AbstractEventLoop, left: int) -> None:
-        if self.closed:
-            return
-        if left > 1:
-            loop.call_soon(self.tick, loop, left - 1)
-            return
-        self.started = True
-        self.supervisor._started(self.child, self.restarts)
-
-    def close(self) -> None:
-        self.closed = True
-
 
 async def _await(value: Awaitable[Any]) -> Any:
     return await value
-
-
-def _should_restart(policy: RestartPolicy, kind: ExitKind) -> bool:
-    if policy is RestartPolicy.PERMANENT:
-        return True
-    if policy is RestartPolicy.TRANSIENT:
-        return kind is ExitKind.CRASHED
-    return False
-
-
-def _failure_reason(exc: BaseException) -> str:
-    """Reason for an instance's exception; our own worker errors already carry a clean one."""
-    if isinstance(exc, WorkerStartFailed | WorkerCrashed):
-        return truncate_reason(f"{type(exc).__name__}: {exc.reason}")
-    return describe_exception(exc)
 
 
 class Supervisor:
@@ -289,19 +130,24 @@ class Supervisor:
             raise ConfigError(
                 f"backoff_max ({backoff_max!r}) must be >= backoff_initial ({backoff_initial!r})"
             )
-        self._hub_id = hub_id
         self._node_id = node_id
-        self._events = events
-        self._allow = allow
         self._stop_timeout = stop_timeout
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._clock = clock
         self._children: dict[str, _Child] = {}
         self._task_group: asyncio.TaskGroup | None = None
         self._active = False
         self._checkpointer = checkpointer
-        self._mailbox_capacity = mailbox_capacity
+        self._lifecycle = ChildLifecycle(
+            hub_id=hub_id,
+            node_id=node_id,
+            events=events,
+            allow=allow,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            clock=clock,
+            checkpoint=self._checkpoint if checkpointer is not None else None,
+            mailbox_capacity=mailbox_capacity,
+            release=self._forget,
+        )
 
     # -- running -------------------------------------------------------------------------
 
@@ -363,7 +209,7 @@ class Supervisor:
         child.role = role
         self._children[spec.id] = child
         child.task = task_group.create_task(
-            self._supervise(child), name=f"hub.core.supervisor:{spec.id}"
+            self._lifecycle.supervise(child), name=f"hub.core.supervisor:{spec.id}"
         )
 
     async def stop(self, child_id: str) -> None:
@@ -418,7 +264,7 @@ class Supervisor:
                     "handover_state of %r raised: %s",
                     child.spec.id,
                     describe_exception(exc),
-                    extra=self._extra(child),
+                    extra=self._lifecycle.extra(child),
                 )
                 continue
             if inspect.isawaitable(value):
@@ -444,7 +290,7 @@ class Supervisor:
                         "handover_state of %r raised: %s",
                         child.spec.id,
                         describe_exception(result),
-                        extra=self._extra(child),
+                        extra=self._lifecycle.extra(child),
                     )
                 elif result is not None:
                     states[child.spec.id] = result
@@ -502,14 +348,6 @@ class Supervisor:
             )
         return mailbox
 
-    def _close_mailbox(self, child: _Child) -> None:
-        mailbox, consumer = child.mailbox, child.consumer
-        child.mailbox, child.consumer = None, None
-        if mailbox is not None:
-            mailbox.close()
-        if consumer is not None:
-            consumer.cancel()
-
     def role(self, child_id: str) -> str | None:
         """The role of a local child's instance, or None if it is not running here."""
         child = self._children.get(child_id)
@@ -557,224 +395,11 @@ class Supervisor:
         if self._children.get(child.spec.id) is child:
             del self._children[child.spec.id]
 
-    def _extra(self, child: _Child) -> dict[str, object]:
-        """Log fields of a line about ``child``."""
-        return fields(node_id=self._node_id, child_id=child.spec.id, token=child.fencing_token)
-
     def _log_ignored_cancellation(self, child: _Child) -> None:
         logger.error(
             "worker %r (fencing token %d) ignored cancellation for %.1fs; still running",
             child.spec.id,
             child.fencing_token,
             self._stop_timeout,
-            extra=self._extra(child),
+            extra=self._lifecycle.extra(child),
         )
-
-    def _notify(
-        self, child: _Child, call: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs
-    ) -> None:
-        """Call one event callback; its exceptions are logged and ignored."""
-        try:
-            call(*args, **kwargs)
-        except Exception:
-            logger.exception(
-                "events.%s raised for child %r; ignored",
-                getattr(call, "__name__", "callback"),
-                child.spec.id,
-                extra=self._extra(child),
-            )
-
-    def _started(self, child: _Child, restarts: int) -> None:
-        """An instance passed its start window: log it, report ``worker_started``."""
-        logger.info(
-            "child %r started (fencing token %d, restart %d)",
-            child.spec.id,
-            child.fencing_token,
-            restarts,
-            extra={**self._extra(child), "restarts": restarts},
-        )
-        self._notify(
-            child, self._events.worker_started, child.spec.id, child.fencing_token, restarts
-        )
-
-    def _finish(self, child: _Child, outcome: _Outcome, restarts: int) -> None:
-        """Report the final exit; the id is released first so the hub may start it again."""
-        self._forget(child)
-        if child.stop_requested:
-            return
-        exit_ = WorkerExit(
-            child_id=child.spec.id,
-            kind=outcome.kind,
-            reason=outcome.reason,
-            exit_code=outcome.exit_code,
-            restarts=restarts,
-        )
-        self._notify(child, self._events.worker_exited, child.spec.id, child.fencing_token, exit_)
-
-    async def _supervise(self, child: _Child) -> None:
-        """One child's life on this node: run, apply the policy, back off, run again."""
-        spec = child.spec
-        # This task's log context: the worker's own log lines name the child too.
-        bind_task(node_id=self._node_id, child_id=spec.id, token=child.fencing_token)
-        restarts = 0
-        recent_restarts: deque[float] = deque()  # clock() of restarts inside the window
-        backoff_attempt = 0
-        try:
-            while True:
-                began = self._clock()
-                outcome = await self._run_instance(child, restarts)
-                if outcome.kind is ExitKind.START_FAILED or not _should_restart(
-                    spec.restart, outcome.kind
-                ):
-                    self._finish(child, outcome, restarts)
-                    return
-                if child.stop_requested:
-                    return
-                now = self._clock()
-                if now - began >= spec.max_seconds:
-                    backoff_attempt = 0
-                while recent_restarts and now - recent_restarts[0] > spec.max_seconds:
-                    recent_restarts.popleft()
-                if len(recent_restarts) >= spec.max_restarts:
-                    reason = truncate_reason(
-                        f"restart intensity exceeded: more than {spec.max_restarts} restart(s) "
-                        f"within {spec.max_seconds:g}s; last exit: {outcome.reason}"
-                    )
-                    logger.error(
-                        "child %r (fencing token %d) parked: %s",
-                        spec.id,
-                        child.fencing_token,
-                        reason,
-                        extra=self._extra(child),
-                    )
-                    self._finish(
-                        child, _Outcome(ExitKind.CRASHED, reason, outcome.exit_code), restarts
-                    )
-                    return
-                recent_restarts.append(now)
-                restarts += 1
-                delay = backoff_delay(
-                    backoff_attempt,
-                    initial=self._backoff_initial,
-                    maximum=self._backoff_max,
-                    rand=random.random(),
-                )
-                backoff_attempt += 1
-                logger.info(
-                    "child %r (fencing token %d) restarting in %.3fs (restart %d): %s",
-                    spec.id,
-                    child.fencing_token,
-                    delay,
-                    restarts,
-                    outcome.reason,
-                    extra={**self._extra(child), "backoff": delay, "restarts": restarts},
-                )
-                self._notify(
-                    child,
-                    self._events.worker_restarting,
-                    spec.id,
-                    child.fencing_token,
-                    restarts,
-                    outcome.reason,
-                )
-                await asyncio.sleep(delay)
-        finally:
-            self._forget(child)
-
-    async def _run_instance(self, child: _Child, restarts: int) -> _Outcome:
-        """Resolve, build and run one instance until it ends; classify how it ended."""
-        spec = child.spec
-        try:
-            run = resolve_target(spec.start, self._allow, child_id=spec.id)
-        except WorkerStartFailed as exc:
-            return self._start_failed(child, exc.reason)
-        except TargetNotAllowed as exc:
-            return self._start_failed(child, str(exc))
-        child.instance = getattr(run, "__self__", None)
-        if child.instance is not None and Mailbox.accepts(child.instance):
-            child.mailbox = Mailbox(spec.id, self._node_id, child.instance, self._mailbox_capacity)
-        try:
-            return await self._run_started_instance(child, run, restarts)
-        finally:
-            self._close_mailbox(child)
-
-    async def _run_started_instance(self, child: _Child, run: WorkerFn, restarts: int) -> _Outcome:
-        spec = child.spec
-        state = child.state
-        alter = getattr(child.instance, "alter_handover_state", None)
-        if state is not None and child.state_source == "handover" and callable(alter):
-            try:
-                state = alter(state)
-            except Exception as exc:
-                return self._start_failed(
-                    child, f"alter_handover_state raised: {describe_exception(exc)}", exc
-                )
-        ctx = Context(
-            hub_id=self._hub_id,
-            child_id=spec.id,
-            node_id=self._node_id,
-            fencing_token=child.fencing_token,
-            incarnation=child.incarnation,
-            # Private copies: a worker mutating its args must not change the next restart's.
-            args=copy.deepcopy(spec.args) if spec.args else {},
-            metadata=types.MappingProxyType(dict(spec.metadata)),
-            restarts=restarts,
-            stopping=child.stopping,
-            state=state,
-            state_source=child.state_source if state is not None else None,
-            role=child.role,
-            checkpointer=self._checkpoint if self._checkpointer is not None else None,
-        )
-        # The instance runs inside this (the child's) task: one task per child keeps starts
-        # and stops cheap. A call_soon chain marks the end of the start window.
-        loop = asyncio.get_running_loop()
-        window = _StartWindow(self, child, restarts)
-        loop.call_soon(window.tick, loop, START_WINDOW_ITERATIONS)
-        task = asyncio.current_task()
-        try:
-            error = await _guard(run, ctx)
-        except asyncio.CancelledError:
-            window.close()
-            if child.stop_requested or (task is not None and task.cancelling()):
-                raise  # a stop
-            # The worker raised CancelledError by itself (e.g. awaited a cancelled future).
-            if not window.started:
-                return self._start_failed(child, "CancelledError: cancelled itself at start")
-            return self._crashed(child, "CancelledError: cancelled without a stop request", None)
-        window.close()
-        if not window.started:
-            if error is not None:
-                return self._start_failed(child, _failure_reason(error), error)
-            # A normal return inside the window: it did start, then exited normally.
-            self._started(child, restarts)
-        if error is None:
-            return _Outcome(ExitKind.NORMAL, "normal")
-        return self._crashed(child, _failure_reason(error), error)
-
-    def _start_failed(
-        self, child: _Child, reason: str, error: BaseException | None = None
-    ) -> _Outcome:
-        logger.error(
-            "child %r (fencing token %d) failed to start: %s",
-            child.spec.id,
-            child.fencing_token,
-            reason,
-            exc_info=error,
-            extra=self._extra(child),
-        )
-        return _Outcome(ExitKind.START_FAILED, reason, _exit_code(error))
-
-    def _crashed(self, child: _Child, reason: str, error: BaseException | None) -> _Outcome:
-        logger.error(
-            "child %r (fencing token %d) crashed: %s",
-            child.spec.id,
-            child.fencing_token,
-            reason,
-            exc_info=error,
-            extra=self._extra(child),
-        )
-        return _Outcome(ExitKind.CRASHED, reason, _exit_code(error))
-
-
-def _exit_code(error: BaseException | None) -> int | None:
-    return error.exit_code if isinstance(error, WorkerCrashed) else None

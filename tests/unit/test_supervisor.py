@@ -719,6 +719,8 @@ async def test_stop_all_of_5000_workers_is_fast(no_leaked_tasks: None) -> None:
     [
         "worker.py",
         "core/supervisor.py",
+        "core/_child_lifecycle.py",
+        "core/_restart.py",
         "command.py",
         "messaging/rpc.py",
         "messaging/_rpc_config.py",
