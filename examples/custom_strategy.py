@@ -40,7 +40,9 @@ class RendezvousPlacer:
 class Rendezvous:
     """A ``strategies.DistributionStrategy``: pass ``Hub(..., distribution=Rendezvous())``."""
 
-    guarantees = frozenset({Guarantee.DETERMINISTIC, Guarantee.MINIMAL_MOVEMENT})
+    guarantees = frozenset(
+        {Guarantee.AT_MOST_ONE_OWNER, Guarantee.DETERMINISTIC, Guarantee.MINIMAL_MOVEMENT}
+    )
 
     def placer(self, placement: PlacementInput) -> Placer:
         ranked = RendezvousPlacer(placement.members)

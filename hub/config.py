@@ -1,4 +1,9 @@
-"""Hub configuration: one frozen, validated value. Invalid options raise ConfigError."""
+"""Hub configuration: one frozen, validated value. Invalid options raise ConfigError.
+
+The four strategy options are checked by :mod:`strategies.checks`: each must have every
+member of its family's Protocol with sensible values, and together they must not promise
+what they cannot deliver (the rules are listed there and in ``docs/strategies.md``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from hub.etcd.keys import DEFAULT_PREFIX
 from hub.etcd.store import DEFAULT_MAX_RESPONSE_BYTES, EtcdConfig, TlsConfig
 from hub.messaging.rpc import RpcConfig
 from hub.model import ChildSpec, validate_name
+from strategies import checks
 from strategies.base import DistributionStrategy, PartitionStrategy, RedundancyStrategy
 from strategies.distribution import ConsistentHashing
 from strategies.migration import ColdSwap, MigrationStrategy
@@ -91,6 +97,27 @@ class HubConfig:
                 "address is the node's RPC address when node RPC is on: "
                 "set rpc=RpcConfig(advertise=...) (--rpc-advertise) instead"
             )
+        self._check_strategies()
+
+    def _check_strategies(self) -> None:
+        """Raise ConfigError for the first strategy option, or combination, that cannot work."""
+        for option, check in (
+            ("distribution", checks.distribution_problems),
+            ("redundancy", checks.redundancy_problems),
+            ("migration", checks.migration_problems),
+            ("partition", checks.partition_problems),
+        ):
+            problems = check(getattr(self, option))
+            if problems:
+                raise ConfigError(f"{option}: {problems[0]}")
+        problems = checks.combination_problems(
+            distribution=self.distribution,
+            redundancy=self.redundancy,
+            migration=self.migration,
+            partition=self.partition,
+        )
+        if problems:
+            raise ConfigError(f"distribution and redundancy: {problems[0]}")
 
 
 def make_config(

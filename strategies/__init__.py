@@ -1,14 +1,22 @@
 """Pure strategies: no I/O, no asyncio, no hidden state.
 
-The hub asks a :class:`DistributionStrategy` for a :class:`Placer` built from the active
-members, and places each child on ``placer.owner(child_id)``. :class:`ConsistentHashing`
-(a weighted :class:`HashRing`) is the default; :class:`Guided` (caller-named nodes) and
-:class:`BoundedLoad` (a ring with capacities) need more input, see their modules.
+One family per concern, each a ``typing.Protocol`` in :mod:`strategies.base` (or
+:mod:`strategies.migration`); a strategy is any object with the Protocol's members, and
+:mod:`strategies.checks` says what the hub checks of it.
 
-A :class:`PartitionStrategy` decides from a :class:`MembershipView` and the
-:class:`QuorumState` it returned last time whether the node must stop its children.
-:class:`Strict` is the default; :class:`Availability`, :class:`StaticQuorum`,
-:class:`DynamicQuorum` and :class:`MajorityQuorum` are the alternatives.
+* Distribution: the hub asks a :class:`DistributionStrategy` for a :class:`Placer` built
+  from one :class:`PlacementInput` (the active members, their capacities, the pins), and
+  places each child on ``placer.owner(child_id)``. :class:`ConsistentHashing` (a weighted
+  :class:`HashRing`) is the default; :class:`Guided` (caller-named nodes) and
+  :class:`BoundedLoad` (a ring with capacities) need more input, see their modules.
+* Redundancy: a :class:`RedundancyStrategy` says how many instances of a child run and
+  whether the extra ones are active: :class:`Singularity` (default), :class:`Replication`.
+* Migration: a :class:`MigrationStrategy` is configuration of the hub's one migration
+  procedure: :class:`ColdSwap` (default), :class:`HotSwap`.
+* Partition: a :class:`PartitionStrategy` decides from a :class:`MembershipView` and the
+  :class:`QuorumState` it returned last time whether the node must stop its children.
+  :class:`Strict` is the default; :class:`Availability`, :class:`StaticQuorum`,
+  :class:`DynamicQuorum` and :class:`MajorityQuorum` are the alternatives.
 """
 
 from strategies.base import (
@@ -33,10 +41,12 @@ from strategies.errors import (
     ChildReplicationMismatch,
     InvalidChildMapping,
     MissingChildMapping,
+    NoClusterSize,
     PlacementError,
 )
 from strategies.guided import Fallback, Guided, GuidedPlacer, validate_mapping
 from strategies.hashing import stable_hash
+from strategies.migration import ColdSwap, HotSwap, MigrationStrategy
 from strategies.partition import (
     Availability,
     DynamicQuorum,
@@ -57,6 +67,7 @@ __all__ = [
     "ChildMappingMismatch",
     "ChildReplicationMismatch",
     "ChildSetAware",
+    "ColdSwap",
     "ConsistentHashing",
     "DistributionStrategy",
     "DynamicQuorum",
@@ -65,10 +76,13 @@ __all__ = [
     "Guided",
     "GuidedPlacer",
     "HashRing",
+    "HotSwap",
     "InvalidChildMapping",
     "MajorityQuorum",
     "MembershipView",
+    "MigrationStrategy",
     "MissingChildMapping",
+    "NoClusterSize",
     "PartitionStrategy",
     "PinnedPlacer",
     "PlacementError",

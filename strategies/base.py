@@ -21,7 +21,24 @@ The protocols live here:
   in :class:`QuorumState`, a plain value the hub stores (in etcd) and passes back in.
 
 Each implementation declares ``guarantees: frozenset[Guarantee]`` so the hub can refuse a
-configuration that asks for a property the chosen strategies cannot deliver.
+configuration whose strategies promise what they cannot deliver (:mod:`strategies.checks`).
+A strategy of a family is any object with the members of its Protocol: no base class.
+
+Example, what the hub asks of a distribution and a partition strategy, by hand::
+
+    >>> from strategies import ConsistentHashing, MajorityQuorum
+    >>> placement = PlacementInput({"node-1": 1, "node-2": 1}, pins={"billing": ["node-2"]})
+    >>> placer = ConsistentHashing().placer(placement)
+    >>> placer.owner("billing")  # pinned to node-2
+    'node-2'
+    >>> isinstance(placer, Placer), isinstance(ConsistentHashing(), ChildSetAware)
+    (True, False)
+    >>> view = MembershipView(frozenset({"node-2"}), now=0.0, self_id="node-1")
+    >>> decision = MajorityQuorum().decide(view, QuorumState())
+    >>> decision.partitioned, decision.state.max_seen, sorted(decision.state.previous_members)
+    (False, 2, ['node-1', 'node-2'])
+    >>> MajorityQuorum().next_expiry(decision.state) is None  # no timer: membership only
+    True
 """
 
 from __future__ import annotations
@@ -196,9 +213,12 @@ class RedundancyStrategy(Protocol):
     """How many instances of each child run, and which of them are active.
 
     The hub places ``count(members)`` instances of every child on the first distinct nodes
-    its placer returns (``placer.owners(child_id, count)``). The first is the primary: it
-    holds the owner key and the fencing token. With a count of 1 the extra instances of a
-    larger count (if the count shrank) are stopped and their records removed.
+    its placer returns (``placer.owners(child_id, count)``), so never more than there are
+    members. The first is the primary: it holds the owner key and the fencing token; the
+    others hold replica keys and run with ``ctx.role`` ``"passive"`` or ``"active"`` as
+    :attr:`mode` says. When the count shrinks, the extra instances are stopped and their
+    records removed. The hub reads :attr:`mode` and calls :meth:`count` whenever the
+    membership changes; :attr:`guarantees` when the configuration is checked.
     """
 
     @property
@@ -212,7 +232,8 @@ class RedundancyStrategy(Protocol):
         ...
 
     def count(self, members: int) -> int:
-        """Instances per child when the cluster has ``members`` active members (>= 1)."""
+        """Return the instances per child (an int >= 1) when the cluster has ``members``
+        active members; also asked with 0, before the hub has seen any member."""
         ...
 
 
@@ -381,16 +402,64 @@ class QuorumDecision:
 
 @runtime_checkable
 class PartitionStrategy(Protocol):
-    """Decides, from membership alone, whether this node must stop its children."""
+    """Decides, from membership alone, whether this node must stop its children.
+
+    The hub (:class:`hub.core.quorum.QuorumGate`) reads these five members and nothing else:
+
+    * :meth:`decide` on every membership change, at start-up (with the stored state's
+      :meth:`QuorumState.resumed`, or ``QuorumState()``), after :meth:`reset_cluster_size`
+      and at :meth:`next_expiry`; it acts on ``decision.partitioned`` and keeps
+      ``decision.state`` for the next call;
+    * :attr:`persists_state` once, when the node starts: whether to store that state;
+    * :meth:`next_expiry` after every decision: when to decide again without a change;
+    * :meth:`reset_cluster_size` only when the user calls ``Hub.reset_cluster_size``;
+    * :attr:`guarantees` when the configuration is checked (``AVAILABLE_DURING_OUTAGE``
+      also makes the hub keep children running through a lease loss).
+
+    A strategy with nothing to remember, no timers and no cluster size answers ``False``,
+    ``None`` and raises :class:`~strategies.errors.NoClusterSize`, as
+    :class:`~strategies.partition.Strict` does.
+    """
 
     @property
     def guarantees(self) -> frozenset[Guarantee]:
         """The properties this strategy promises."""
         ...
 
+    @property
+    def persists_state(self) -> bool:
+        """Whether the hub stores each decision's state in etcd (``gates/{node_id}``).
+
+        True when a node that restarts must resume what the strategy remembered
+        (``max_seen``, ``down_log``: what :meth:`QuorumState.resumed` keeps), False when
+        no decision depends on it: the hub then never writes the key.
+        """
+        ...
+
     def decide(self, view: MembershipView, state: QuorumState) -> QuorumDecision:
         """Return the decision for ``view``, with the state to pass next time.
 
         Pure: the same view and state always give the same decision.
+        """
+        ...
+
+    def next_expiry(self, state: QuorumState) -> float | None:
+        """Return the wall-clock second at which a decision may change with no membership
+        change (a remembered loss stops counting), or ``None`` if only membership matters.
+
+        The hub decides again at that time (sooner if the membership changes).
+        """
+        ...
+
+    def reset_cluster_size(self, state: QuorumState, size: int) -> QuorumState:
+        """Return ``state`` as it must be after an intentional downsize to ``size`` members.
+
+        The hub calls it from ``Hub.reset_cluster_size(size)``, keeps the result and decides
+        again at once, so a node partitioned only because of the old size is cleared.
+
+        Raises:
+            strategies.errors.NoClusterSize: the strategy keeps no cluster size (the hub
+                raises :class:`hub.errors.ConfigError`).
+            ValueError: ``size`` is not an int >= 1.
         """
         ...

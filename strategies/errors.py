@@ -1,4 +1,4 @@
-"""Errors strategies raise when their input is malformed.
+"""Errors strategies raise when their input is malformed or a request does not apply to them.
 
 The tree (all are ``ValueError``: a bad argument, caught before anything is written)::
 
@@ -8,9 +8,13 @@ The tree (all are ``ValueError``: a bad argument, caught before anything is writ
     ├── ChildMappingMismatch       Guided: a child has no entry (.child_ids)
     └── ChildReplicationMismatch   Guided: an entry's length != replicas
                                    (.child_id, .expected, .actual)
+    NoClusterSize(ValueError)      a partition strategy has no cluster size to reset
+                                   (.strategy)
 
-They mirror ProcessHub's ``:missing_child_mapping``, ``:invalid_child_mapping``,
-``:child_mapping_mismatch`` and ``:child_replication_mismatch``, checked in that order.
+The four placement errors mirror ProcessHub's ``:missing_child_mapping``,
+``:invalid_child_mapping``, ``:child_mapping_mismatch`` and ``:child_replication_mismatch``,
+checked in that order. The hub reports :class:`NoClusterSize` as a
+:class:`hub.errors.ConfigError`: asking for it is a mistake of configuration.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ __all__ = [
     "ChildReplicationMismatch",
     "InvalidChildMapping",
     "MissingChildMapping",
+    "NoClusterSize",
     "PlacementError",
 ]
 
@@ -61,3 +66,13 @@ class ChildReplicationMismatch(PlacementError):
         super().__init__(
             f"child {child_id!r} is mapped to {actual} node(s), but replicas is {expected}"
         )
+
+
+class NoClusterSize(ValueError):
+    """Raised by ``reset_cluster_size`` of a partition strategy that keeps no cluster size;
+    ``.strategy`` names it."""
+
+    def __init__(self, strategy: str, hint: str = "") -> None:
+        self.strategy = strategy
+        detail = f": {hint}" if hint else ""
+        super().__init__(f"{strategy} keeps no cluster size to reset{detail}")

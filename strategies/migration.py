@@ -1,21 +1,49 @@
-"""Migration strategies: what happens to a child's state when its owner changes.
+"""Migration strategies: configuration of how a child moves, not a decision procedure.
 
-A child moves when the ring gives it to another node (a node joined), when its node drains
-(graceful stop), and on an explicit move. The hub executes the plan; a strategy only says
-whether state travels with the child.
+A migration strategy decides nothing and the hub never calls it: it is four values the hub
+reads (:class:`MigrationStrategy`). The hub has one way to move a child, used whenever the
+owner of a child with a spec changes on purpose (the distribution strategy places it
+elsewhere after a join, its node drains, an explicit ``move``):
 
-* :class:`ColdSwap` (default): the old owner stops the child and releases ownership; the
-  new owner starts it from its spec (and from its last checkpoint, if the worker writes
-  checkpoints).
-* :class:`HotSwap`: the old owner stops the child, asks the stopped instance for its state
-  (``handover_state()`` on the worker), and releases ownership and publishes the state in
-  **one** transaction; the new owner reads the state in the same transaction that acquires
-  ownership and starts the new instance with it (``ctx.state``). There is never a moment
-  with two active instances, and the gap is one stop plus about two etcd round trips.
+1. the old owner stops the worker; with ``handover``, it then asks the stopped instance for
+   ``handover_state()``, waiting at most ``state_timeout`` seconds for an async one;
+2. it deletes ``owners/{child_id}`` in a transaction guarded by its fencing token; with
+   ``handover`` and a state, the same transaction writes ``handover/{child_id}`` under a
+   lease of ``handover_ttl`` seconds;
+3. the new owner creates ``owners/{child_id}`` in a transaction that also reads the
+   handed-over state and the last checkpoint, and starts the worker with the fresher of
+   the two as ``ctx.state``.
+
+Step 1 ends before step 2 commits, and step 3 succeeds only after it, so no child ever has
+two active instances during a migration (``AT_MOST_ONE_OWNER``); the gap is one stop plus
+about two etcd round trips. A crash is not a migration: the next owner starts from the
+spec and the last checkpoint.
+
+* :class:`ColdSwap` (default): ``handover=False``. The new owner starts from the spec and
+  the last checkpoint (``await ctx.checkpoint(state)``), if the worker writes any.
+* :class:`HotSwap`: ``handover=True``, ``state_timeout=3.0``, ``handover_ttl=60``. The
+  state travels with the child.
+
+``state_timeout`` also bounds an async ``handover_state()`` when the hub restarts a local
+instance as the primary (a promoted replica, or a worker kept through an etcd outage under
+``Availability``); with ``ColdSwap``'s ``0.0`` only a synchronous one is read then.
+
+A custom migration object provides the four members of :class:`MigrationStrategy` with
+these values, or ``HubConfig`` raises ``ConfigError`` (:mod:`strategies.checks`):
+``guarantees`` a frozenset of :class:`~strategies.base.Guarantee`, ``handover`` a bool,
+``state_timeout`` a finite number >= 0 (> 0 with handover) and ``handover_ttl`` an int >= 0
+(>= 5 with handover). It cannot change the procedure: when or in which order children
+move is the distribution strategy's and the hub's business. See
+``examples/custom_migration.py``.
 
 Example::
 
-    Hub("rooms", migration=HotSwap(state_timeout=2.0))
+    >>> HotSwap().handover, ColdSwap().handover
+    (True, False)
+    >>> isinstance(HotSwap(state_timeout=10.0), MigrationStrategy)
+    True
+
+and a worker whose state travels (``Hub("rooms", migration=HotSwap())``)::
 
     class Room:
         def __init__(self) -> None:
@@ -26,11 +54,12 @@ Example::
         def handover_state(self):              # called after run() was cancelled
             return {"members": self.members}   # JSON or bytes
 
-**Warning**: handed-over state lives in etcd with a short lease (``handover_ttl``): if no
-node picks the child up in that time (say the whole cluster went down), the state is gone
-and the next owner starts from the last checkpoint. A crash (kill -9) gives no chance to
-hand over: write checkpoints (``await ctx.checkpoint(state)``) for state that must survive
-crashes. State must fit in an etcd request (1.5 MiB by default).
+Warning:
+    Handed-over state lives in etcd with a short lease (``handover_ttl``): if no node picks
+    the child up in that time (say the whole cluster went down), the state is gone and the
+    next owner starts from the last checkpoint. A crash (kill -9) gives no chance to hand
+    over: write checkpoints for state that must survive crashes. State must fit in an etcd
+    request (1.5 MiB by default). Every node must use the same values.
 """
 
 from __future__ import annotations
@@ -43,10 +72,15 @@ from strategies.base import Guarantee
 
 @runtime_checkable
 class MigrationStrategy(Protocol):
-    """How children move; the hub reads these attributes, strategies do no I/O."""
+    """The settings of the hub's one migration procedure (see the module docstring).
+
+    The hub reads these four attributes, on every migration; nothing is called.
+    """
 
     @property
-    def guarantees(self) -> frozenset[Guarantee]: ...
+    def guarantees(self) -> frozenset[Guarantee]:
+        """The properties a migration keeps (``AT_MOST_ONE_OWNER`` for both built-ins)."""
+        ...
 
     @property
     def handover(self) -> bool:
@@ -66,7 +100,10 @@ class MigrationStrategy(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ColdSwap:
-    """Stop, release, start elsewhere from the spec (and the last checkpoint)."""
+    """Stop, release, start elsewhere from the spec (and the last checkpoint).
+
+    ``state_timeout`` and ``handover_ttl`` are 0: no state is handed over.
+    """
 
     guarantees: ClassVar[frozenset[Guarantee]] = frozenset({Guarantee.AT_MOST_ONE_OWNER})
     handover: ClassVar[bool] = False

@@ -93,10 +93,10 @@ forgotten and the 7 nodes are the cluster::
 Scenario 10 (``Divergence`` upstream, 12 nodes stopped one by one) never partitions with
 :class:`Strict` or :class:`Availability`.
 
-Wiring: the hub calls ``decide`` on every membership change, on start-up with
-:meth:`QuorumState.resumed` of its stored state (or ``QuorumState()``), after
-:meth:`MajorityQuorum.reset_cluster_size`, and at :meth:`DynamicQuorum.next_expiry`; it stores
-``decision.state`` (:meth:`QuorumState.to_dict`) and acts on ``decision.partitioned``.
+Wiring: each strategy has the five members of :class:`~strategies.base.PartitionStrategy`,
+which says when the hub calls each. Only ``DynamicQuorum`` has a timer (``next_expiry``),
+only ``MajorityQuorum`` a cluster size to reset (the others raise
+:class:`~strategies.errors.NoClusterSize`), and only those two ``persists_state``.
 
 Warning:
     * ``StaticQuorum`` counts nodes, so it is unsuitable for autoscaling: a cluster scaled
@@ -121,6 +121,7 @@ from fractions import Fraction
 from typing import ClassVar
 
 from strategies.base import Guarantee, MembershipView, QuorumDecision, QuorumState
+from strategies.errors import NoClusterSize
 
 __all__ = [
     "Availability",
@@ -197,6 +198,14 @@ class Strict:
             state=_never_partitioned_state(view, state),
         )
 
+    def next_expiry(self, state: QuorumState) -> None:
+        """``None``: no timer; only membership changes are decided."""
+        return None
+
+    def reset_cluster_size(self, state: QuorumState, size: int) -> QuorumState:
+        """Raises :class:`~strategies.errors.NoClusterSize`: there is no quorum to reset."""
+        raise NoClusterSize("Strict", "it never partitions on membership")
+
 
 @dataclass(frozen=True, slots=True)
 class Availability:
@@ -229,6 +238,14 @@ class Availability:
             state=_never_partitioned_state(view, state),
         )
 
+    def next_expiry(self, state: QuorumState) -> None:
+        """``None``: no timer; only membership changes are decided."""
+        return None
+
+    def reset_cluster_size(self, state: QuorumState, size: int) -> QuorumState:
+        """Raises :class:`~strategies.errors.NoClusterSize`: there is no quorum to reset."""
+        raise NoClusterSize("Availability", "it never partitions on membership")
+
 
 @dataclass(frozen=True, slots=True)
 class StaticQuorum:
@@ -247,6 +264,8 @@ class StaticQuorum:
     """
 
     guarantees: ClassVar[frozenset[Guarantee]] = _FENCED
+    #: a fixed count decides; nothing a restart resumes (``max_seen``, the down log) matters
+    persists_state: ClassVar[bool] = False
 
     quorum_size: int
     startup_confirm: bool = False
@@ -273,6 +292,14 @@ class StaticQuorum:
             ),
             has_quorum=has_quorum,
         )
+
+    def next_expiry(self, state: QuorumState) -> None:
+        """``None``: no timer; only membership changes are decided."""
+        return None
+
+    def reset_cluster_size(self, state: QuorumState, size: int) -> QuorumState:
+        """Raises :class:`~strategies.errors.NoClusterSize`: the quorum is configuration."""
+        raise NoClusterSize("StaticQuorum", "quorum_size is configuration; change it there")
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +328,8 @@ class DynamicQuorum:
     """
 
     guarantees: ClassVar[frozenset[Guarantee]] = _FENCED
+    #: the down log must survive a restart, or a node that restarts forgives every loss
+    persists_state: ClassVar[bool] = True
 
     quorum_size: float
     threshold_time: float = 30.0
@@ -361,6 +390,12 @@ class DynamicQuorum:
             return None
         return min(went_down for _, went_down in state.down_log) + self.threshold_time
 
+    def reset_cluster_size(self, state: QuorumState, size: int) -> QuorumState:
+        """Raises :class:`~strategies.errors.NoClusterSize`: losses expire on their own."""
+        raise NoClusterSize(
+            "DynamicQuorum", "a loss stops counting threshold_time seconds after it"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class MajorityQuorum:
@@ -387,6 +422,8 @@ class MajorityQuorum:
     """
 
     guarantees: ClassVar[frozenset[Guarantee]] = _FENCED
+    #: ``max_seen`` must survive a restart, or a restarted minority would be a majority
+    persists_state: ClassVar[bool] = True
 
     initial_cluster_size: int = 1
     track_max_size: bool = True
@@ -429,6 +466,10 @@ class MajorityQuorum:
             ),
             has_quorum=has_quorum,
         )
+
+    def next_expiry(self, state: QuorumState) -> None:
+        """``None``: no timer; only membership changes are decided."""
+        return None
 
     @staticmethod
     def reset_cluster_size(state: QuorumState, size: int) -> QuorumState:

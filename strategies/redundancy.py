@@ -13,13 +13,27 @@
   * ``mode="active_active"`` (ProcessHub's default): every instance runs with
     ``ctx.role == "active"``; the primary is only the one lookups return first.
 
-Example::
+Both are :class:`~strategies.base.RedundancyStrategy` values (``guarantees``, ``mode``,
+``count``); any object with those members is one too (``examples/custom_redundancy.py``).
 
-    Hub("rooms", redundancy=Replication(factor=2, mode="active_passive"))
+Example (``Hub("rooms", redundancy=Replication(factor=2, mode="active_passive"))``)::
+
+    >>> Singularity().count(5), Replication(3).count(5), Replication("cluster").count(5)
+    (1, 3, 5)
+    >>> Replication("cluster").count(0)  # asked before any member is seen
+    1
+    >>> Replication(2, mode="active_passive").guarantees == {Guarantee.AT_MOST_ONE_OWNER}
+    True
+    >>> Replication(2).guarantees  # active/active: every instance is active
+    frozenset()
+
+Defaults: ``Replication(factor=2, mode="active_active")`` (ProcessHub's).
 
 **Warning**: active/active gives up at-most-one: several instances of a child are active at
 once by design. Roles change by restarting an instance (a passive instance is stopped and
 an active one started on the same node), so keep ``handover_state()`` cheap.
+``Replication("cluster")`` changes its count with the membership, so it cannot be combined
+with ``Guided``, whose child mappings list a fixed number of nodes.
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ losses) is stored per node under ``gates/{node_id}`` (JSON with a ``schema`` num
 without a lease, so it survives a crash and restart of the node (``MajorityQuorum`` must
 remember the largest cluster it saw). A node that leaves on purpose deletes it, so pods
 with fresh names (a Deployment's) leave nothing behind; strategies with nothing to remember
-(``persists_state = False``: ``Strict``, ``Availability``) never write it.
+(``persists_state = False``: ``Strict``, ``Availability``, ``StaticQuorum``) never write it.
+
+The gate asks the strategy only through :class:`~strategies.base.PartitionStrategy`, whose
+docstring says when each member is called.
 
 Ownership: the Hub runs :meth:`QuorumGate.run` in its task group.
 """
@@ -24,11 +27,12 @@ import time
 from collections.abc import Callable
 
 from hub.core.registry import Registry
-from hub.errors import StoreError
+from hub.errors import ConfigError, StoreError
 from hub.etcd.keys import KeySpace
 from hub.etcd.store import Store
 from hub.logs import fields, get_logger
 from strategies.base import MembershipView, PartitionStrategy, QuorumDecision, QuorumState
+from strategies.errors import NoClusterSize
 
 log = get_logger("hub.core.quorum")
 
@@ -57,7 +61,7 @@ class QuorumGate:
         self.on_change = on_change
         self.state = QuorumState()
         #: False for strategies whose memory is not worth a write (see the module docstring)
-        self.persists = bool(getattr(strategy, "persists_state", True))
+        self.persists = strategy.persists_state
         self.partitioned = False
         self.reason = ""
         self._changed = asyncio.Event()
@@ -99,11 +103,21 @@ class QuorumGate:
         return decision
 
     def reset_cluster_size(self, size: int) -> None:
-        """``MajorityQuorum`` only: forget the largest size seen (intentional downsizing)."""
-        reset = getattr(self.strategy, "reset_cluster_size", None)
-        if reset is None:
-            raise ValueError(f"{type(self.strategy).__name__} has no cluster size to reset")
-        self.state = reset(self.state, size)
+        """Take ``size`` as the cluster's size (``MajorityQuorum``: the largest seen) after an
+        intentional downsize, then decide again.
+
+        Raises:
+            ConfigError: the partition strategy keeps no cluster size
+                (:class:`~strategies.errors.NoClusterSize`).
+            ValueError: ``size`` is not an int >= 1.
+        """
+        try:
+            self.state = self.strategy.reset_cluster_size(self.state, size)
+        except NoClusterSize as exc:
+            raise ConfigError(
+                f"reset_cluster_size needs a partition strategy with a cluster size, such as "
+                f"MajorityQuorum; partition={type(self.strategy).__name__}: {exc}"
+            ) from exc
         self._changed.set()
 
     async def run(self) -> None:
@@ -126,8 +140,7 @@ class QuorumGate:
                     log.debug(
                         "quorum state not stored yet: %s", exc, extra=fields(node_id=self.node_id)
                     )
-            expiry = getattr(self.strategy, "next_expiry", None)
-            wake = expiry(self.state) if callable(expiry) else None
+            wake = self.strategy.next_expiry(self.state)
             timeout = None if wake is None else max(0.05, wake - time.time())
             try:
                 async with asyncio.timeout(timeout):

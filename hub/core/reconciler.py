@@ -393,8 +393,9 @@ class Reconciler:
 
     @property
     def replicated(self) -> bool:
-        """More than one instance per child at the cached membership."""
-        return self.current_placement.replicated
+        """More than one instance per child at the cached membership, or replicas left
+        from a larger count (the replicated plan stops them and removes their keys)."""
+        return self.current_placement.replicated or bool(self.registry.replicas)
 
     def _build_placement(self, members: dict[str, int]) -> Placement:
         if self._load_aware:

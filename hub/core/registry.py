@@ -294,7 +294,12 @@ class Registry:
                 touched.add(ident)
                 if self.owner_observers and gone is not None:
                     self._owner_changes.append(OwnerChange(ident, gone, None))
-                if gone is not None and self._collecting(HookName.CHILDREN_UNREGISTERED):
+                # node_left lists a crashed node's children from these too: its owner keys
+                # go in the same revision as its node key, so no handle is left to read.
+                if gone is not None and (
+                    self._collecting(HookName.CHILDREN_UNREGISTERED)
+                    or self._collecting(HookName.NODE_LEFT)
+                ):
                     self._unregistered.append((ident, gone.node_id))
         elif kind is Kind.SPEC:
             if self.specs.pop(ident, None) is not None:
@@ -379,7 +384,7 @@ class Registry:
         if self._registered:
             hooks.dispatch(ChildrenRegistered(tuple(self._registered), revision))
             self._registered = []
-        if self._unregistered:
+        if self._unregistered and hooks.has_handlers(HookName.CHILDREN_UNREGISTERED):
             hooks.dispatch(ChildrenUnregistered(tuple(self._unregistered), revision))
         if self._left:
             for entry in self._left:

@@ -16,6 +16,7 @@ from strategies.errors import (
     MissingChildMapping,
 )
 from strategies.guided import Guided
+from strategies.redundancy import Replication
 
 COUNTER = f"{state_workers.__name__}:Counter"
 
@@ -95,3 +96,47 @@ async def test_children_of_a_gone_guided_node_wait_or_use_the_ring(
             10,
             message="children did not return to their guided node",
         )
+
+
+async def test_guided_replication_runs_both_instances_on_the_mapped_nodes(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    state_workers.reset()
+    redundancy = Replication(2, mode="active_passive")
+    async with AsyncExitStack() as stack:
+        hubs = {
+            n: await stack.enter_async_context(
+                Hub(
+                    "gr",
+                    endpoints=[etcd_endpoint],
+                    node_id=n,
+                    lease_ttl=3,
+                    prefix=hub_prefix,
+                    distribution=Guided(),
+                    redundancy=redundancy,
+                )
+            )
+            for n in ("a", "b", "c")
+        }
+        a = hubs["a"]
+        await wait_until(lambda: len(a.nodes(include_local=True)) == 3, 10)
+        mapping = {"r1": ["b", "c"], "r2": ["c", "a"], "r3": ["a", "b"]}
+        specs = [ChildSpec(id=c, start=COUNTER) for c in mapping]
+        with pytest.raises(ChildReplicationMismatch):  # one node each is not two instances
+            await a.start_children(specs, child_mapping={c: n[:1] for c, n in mapping.items()})
+        result = await a.start_children(specs, child_mapping=mapping, wait=True, timeout=10)
+        assert result.ok, result.errors
+
+        def placed_as_mapped() -> bool:
+            for child_id, nodes in mapping.items():
+                instances = a.get_pids(child_id)
+                if [h.node_id for h in instances] != nodes:
+                    return False  # the primary is the first mapped node, the standby second
+                workers = [state_workers.BY_NODE.get((child_id, node)) for node in nodes]
+                if any(w is None or not w.active for w in workers):
+                    return False
+                if [w.ctx.role for w in workers] != ["active", "passive"]:  # type: ignore[union-attr]
+                    return False
+            return True
+
+        await wait_until(placed_as_mapped, 15, message="instances are not where they were mapped")

@@ -157,3 +157,30 @@ async def test_a_raising_or_slow_hook_never_breaks_the_node(
         await wait_until(lambda: a.hooks.stats.timed_out >= 1, 5)
         assert a.hooks.stats.failed >= 10
         assert (await a.stop_children([f"b-{i}" for i in range(10)], wait=True)).ok
+
+
+async def test_node_left_lists_a_crashed_nodes_children_with_no_other_hook(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    """The lease expiry deletes the node and its owner keys in one revision: node_left must
+    still name the children, though nothing asked for children_unregistered."""
+    state_workers.reset()
+    log = Log()
+    hooks = {HookName.NODE_LEFT: [HookHandler("log", log)]}
+    async with hub(etcd_endpoint, hub_prefix, "a", hooks=hooks) as a:
+        b = hub(etcd_endpoint, hub_prefix, "b")
+        await b.start()
+        try:
+            ids = [f"crash-{i}" for i in range(12)]
+            result = await a.start_children(
+                [ChildSpec(id=c, start=COUNTER) for c in ids], wait=True, timeout=10
+            )
+            assert result.ok, result.errors
+            on_b = {h.child_id for h in result.started if h.node_id == "b"}
+            assert on_b  # the ring gives b some of them
+        finally:
+            await b.abort()  # a crash: the lease is left to expire
+        await wait_until(lambda: bool(log.of(NodeLeft)), 10, message="node_left did not fire")
+        (left,) = log.of(NodeLeft)
+        assert left.node_id == "b" and left.graceful is False
+        assert set(left.child_ids) == on_b

@@ -14,7 +14,7 @@ from support.cluster import Cluster
 from support.proxy import TcpProxy
 from support.wait import wait_until
 
-from hub import ChildSpec, Hub, PartitionedError
+from hub import ChildSpec, ConfigError, Hub, PartitionedError
 from hub.client import HubClient
 from hub.core.hooks import HookHandler, HookName, PartitionChanged
 from hub.etcd.store import EtcdConfig, Store
@@ -156,7 +156,7 @@ async def test_majority_reset_after_intentional_downsizing(
         a.reset_cluster_size(1)
         await wait_until(lambda: not a.is_partitioned(), 5, message="reset did not clear")
         await wait_until(lambda: (h := a.get_pid("m")) is not None and h.is_running, 10)
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError, match=r"partition=StaticQuorum: .* no cluster size"):
             make(etcd_endpoint, hub_prefix, "z", StaticQuorum(1)).reset_cluster_size(1)
 
 

@@ -10,7 +10,7 @@ from support.wait import wait_until
 
 from hub import ChildSpec, Hub
 from integration import state_workers
-from strategies import ConsistentHashing
+from strategies import ConsistentHashing, Guarantee
 from strategies.redundancy import Replication
 
 COUNTER = f"{state_workers.__name__}:Counter"
@@ -149,3 +149,29 @@ async def test_promotion_keeps_the_passive_replica_state(
         promoted = state_workers.BY_NODE[("p", standby)]
         assert promoted.count == 77 and promoted.ctx.state_source == "promotion"  # type: ignore[union-attr]
         assert c.hubs[standby].active_replica("p").node_id == standby  # type: ignore[union-attr]
+
+
+class TwoInstances:
+    """A redundancy strategy written from the Protocol alone: no base class, not a
+    Replication. The hub must ask its ``count``, not check its class."""
+
+    guarantees: frozenset[Guarantee] = frozenset()  # two active instances: not one owner
+    mode = "active_active"
+
+    def count(self, members: int) -> int:
+        return 2
+
+
+async def test_a_custom_redundancy_strategy_runs_the_instances_its_count_says(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    state_workers.reset()
+    async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], TwoInstances()) as c:
+        ids = [f"two-{i}" for i in range(12)]
+        result = await c.hubs["a"].start_children(
+            [ChildSpec(id=x, start=COUNTER) for x in ids], wait=True, timeout=15
+        )
+        assert result.ok, result.errors
+        await wait_until(lambda: matches_ring(c, ids, 2, "active_active"), 15)
+        for hub in c.hubs.values():
+            assert all(len(hub.get_pids(x)) == 2 for x in ids)

@@ -15,15 +15,19 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import strategies.base
 import strategies.bounded_load
+import strategies.checks
 import strategies.errors
 import strategies.guided
+import strategies.pins
 from strategies import (
     BoundedLoad,
     BoundedLoadPlacer,
@@ -37,12 +41,17 @@ from strategies import (
     HashRing,
     InvalidChildMapping,
     MissingChildMapping,
+    PinnedPlacer,
     PlacementError,
     PlacementInput,
     Placer,
+    checks,
     stable_hash,
     validate_mapping,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from examples.custom_strategy import Rendezvous
 
 VNODES = 32  # small rings keep the properties fast; they hold for any vnode count
 UNIVERSE = [f"node-{i}" for i in range(10)]
@@ -395,6 +404,13 @@ def full_mapping(child_ids: Sequence[str]) -> dict[str, list[str]]:
     return mapping
 
 
+def some_pins(child_ids: Sequence[str]) -> dict[str, list[str]]:
+    """About every third child (by its hash, not its position) pinned to two nodes of
+    UNIVERSE, which are often not live."""
+    pinned = [child_id for child_id in child_ids if stable_hash(child_id) % 3 == 0]
+    return full_mapping(pinned)
+
+
 @dataclass(frozen=True)
 class Case:
     """One strategy, and how the hub builds its placer (what extra input it needs)."""
@@ -403,6 +419,18 @@ class Case:
     strategy: DistributionStrategy
     build: Callable[[DistributionStrategy, Mapping[str, int], Sequence[str]], Placer]
     always_placed: bool = True  # every child gets min(n, members) nodes when any is live
+    #: a new, cold instance equal to ``strategy`` (default: dataclasses.replace)
+    make: Callable[[], DistributionStrategy] | None = None
+
+    def fresh(self) -> DistributionStrategy:
+        if self.make is not None:
+            return self.make()
+        return dataclasses.replace(self.strategy)  # type: ignore[type-var]
+
+    @property
+    def pinned(self) -> bool:
+        """Built with :func:`some_pins`: pinned children wait for their pinned nodes."""
+        return self.build is _pinned
 
 
 def _plain(strategy: Any, members: Mapping[str, int], child_ids: Sequence[str]) -> Placer:
@@ -420,12 +448,23 @@ def _bounded(strategy: Any, members: Mapping[str, int], child_ids: Sequence[str]
     return placer
 
 
+def _pinned(strategy: Any, members: Mapping[str, int], child_ids: Sequence[str]) -> Placer:
+    """As the hub builds it: the child set (ChildSetAware strategies read it) and pins."""
+    placement = PlacementInput(members, child_ids, pins=some_pins(child_ids))
+    placer: Placer = strategy.placer(placement)
+    return placer
+
+
 CASES = [
     Case("consistent_hashing", ConsistentHashing(VNODES), _plain),
     Case("guided_ring", Guided(fallback="ring", vnodes_per_weight=VNODES), _guided),
     Case("guided_wait", Guided(fallback="wait", vnodes_per_weight=VNODES), _guided, False),
     Case("bounded_load", BoundedLoad(vnodes_per_weight=VNODES), _bounded),
     Case("bounded_load_tight", BoundedLoad(1.0, VNODES), _bounded),
+    Case("rendezvous_example", Rendezvous(), _plain, make=Rendezvous),
+    Case("consistent_hashing_pinned", ConsistentHashing(VNODES), _pinned, False),
+    Case("bounded_load_pinned", BoundedLoad(vnodes_per_weight=VNODES), _pinned, False),
+    Case("rendezvous_example_pinned", Rendezvous(), _pinned, False, make=Rendezvous),
 ]
 case_param = pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 child_sets = st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=40, unique=True)
@@ -434,6 +473,7 @@ child_sets = st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=40,
 @case_param
 def test_conformance_protocols(case: Case) -> None:
     assert isinstance(case.strategy, DistributionStrategy)
+    assert checks.distribution_problems(case.strategy) == []
     assert isinstance(case.build(case.strategy, equal(["a"]), ["x"]), Placer)
     assert Guarantee.DETERMINISTIC in case.strategy.guarantees
     assert Guarantee.AT_MOST_ONE_OWNER in case.strategy.guarantees
@@ -481,8 +521,7 @@ def test_conformance_is_deterministic(
     rnd.shuffle(items)
     shuffled = child_ids[:]
     rnd.shuffle(shuffled)
-    fresh = dataclasses.replace(case.strategy)  # type: ignore[type-var]  # a new, cold instance
-    again = case.build(fresh, dict(items), shuffled)
+    again = case.build(case.fresh(), dict(items), shuffled)
     for child_id in child_ids:
         assert again.owners(child_id, 3) == placer.owners(child_id, 3)
 
@@ -510,13 +549,50 @@ def test_conformance_minimal_movement_when_promised(
             assert new == joiner
 
 
+PINNED_CASES = [case for case in CASES if case.pinned]
+
+
+@pytest.mark.parametrize("case", PINNED_CASES, ids=[case.name for case in PINNED_CASES])
+@settings(max_examples=40, deadline=None)
+@given(members=weighted_members, child_ids=child_sets, n=st.integers(1, 4))
+def test_conformance_pinned_children_run_on_their_pins_or_wait(
+    case: Case, members: dict[str, int], child_ids: list[str], n: int
+) -> None:
+    placer = case.build(case.strategy, members, child_ids)
+    pins = some_pins(child_ids)
+    unpinned = case.build(case.strategy, members, [])  # no pins at all
+    for child_id in child_ids:
+        if child_id in pins:
+            live = [node for node in pins[child_id] if node in members]
+            assert placer.owner(child_id) == (live[0] if live else None)
+            assert placer.owners(child_id, n) == tuple(live[:n])
+        elif not isinstance(case.strategy, BoundedLoad):  # its loads count the child set
+            assert placer.owners(child_id, n) == unpinned.owners(child_id, n)
+
+
+def test_pinned_placer_is_the_inner_placer_for_unpinned_children() -> None:
+    members = equal(UNIVERSE[:4])
+    inner = Rendezvous().placer(PlacementInput(members))
+    placer = PinnedPlacer(inner, members, {"pinned": ["node-3", "node-0"]})
+    assert placer.inner is inner
+    assert placer.owners("pinned", 4) == ("node-3", "node-0")
+    for child_id in IDS_200[:40]:
+        assert placer.owners(child_id, 3) == inner.owners(child_id, 3)
+    with pytest.raises(ValueError, match="n must be"):
+        placer.owners("pinned", 0)
+
+
 def test_conformance_covers_every_distribution_strategy() -> None:
     defined = {ConsistentHashing, Guided, BoundedLoad}
-    assert {type(case.strategy) for case in CASES} == defined
+    assert {type(case.strategy) for case in CASES} == defined | {Rendezvous}
+    assert {type(case.strategy) for case in PINNED_CASES} == defined - {Guided} | {Rendezvous}
     assert [case.name for case in MOVEMENT_CASES] == [
         "consistent_hashing",
         "guided_ring",
         "guided_wait",
+        "rendezvous_example",
+        "consistent_hashing_pinned",
+        "rendezvous_example_pinned",
     ]
     exported = {
         obj
@@ -555,7 +631,17 @@ def test_every_strategy_places_the_same_in_any_process() -> None:
     assert len(bounded) == len(ring) == 60
 
 
-@pytest.mark.parametrize("module", [strategies.guided, strategies.bounded_load, strategies.errors])
+@pytest.mark.parametrize(
+    "module",
+    [
+        strategies.base,
+        strategies.bounded_load,
+        strategies.checks,
+        strategies.errors,
+        strategies.guided,
+        strategies.pins,
+    ],
+)
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.failed == 0

@@ -10,10 +10,13 @@ from __future__ import annotations
 import doctest
 import json
 import math
+import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import strategies.base
@@ -24,12 +27,17 @@ from strategies import (
     Guarantee,
     MajorityQuorum,
     MembershipView,
+    NoClusterSize,
     PartitionStrategy,
     QuorumDecision,
     QuorumState,
     StaticQuorum,
     Strict,
+    checks,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from examples.custom_partition import Witness
 
 NODES = [f"n{i}" for i in range(1, 13)]
 HOUR = 3600.0
@@ -157,6 +165,33 @@ def test_guarantees() -> None:
     assert isinstance(Availability(), PartitionStrategy)
     assert Availability().guarantees == {Guarantee.AVAILABLE_DURING_OUTAGE}
     assert Guarantee.AT_MOST_ONE_OWNER not in Availability().guarantees
+
+
+# -- the members the hub reads besides decide -------------------------------------------------
+
+
+def test_persists_state_only_where_a_restart_needs_the_memory() -> None:
+    builtins = (Strict(), Availability(), StaticQuorum(3), DynamicQuorum(50), MajorityQuorum())
+    assert [s.persists_state for s in builtins] == [False, False, False, True, True]
+
+
+def test_only_dynamic_quorum_has_a_timer() -> None:
+    lossy = QuorumState(down_log=(("n9", 100.0),), previous_members=frozenset({"n1"}))
+    for strategy in (Strict(), Availability(), StaticQuorum(3), MajorityQuorum()):
+        assert strategy.next_expiry(lossy) is None
+    assert DynamicQuorum(50, threshold_time=30).next_expiry(lossy) == 130.0
+    assert DynamicQuorum(50).next_expiry(QuorumState()) is None
+
+
+@pytest.mark.parametrize(
+    "strategy", [Strict(), Availability(), StaticQuorum(2), DynamicQuorum(50)], ids=repr
+)
+def test_reset_cluster_size_without_a_cluster_size_raises(strategy: PartitionStrategy) -> None:
+    name = type(strategy).__name__
+    with pytest.raises(NoClusterSize, match=f"^{name} keeps no cluster size to reset: ") as caught:
+        strategy.reset_cluster_size(QuorumState(max_seen=3), 2)
+    assert caught.value.strategy == name
+    assert isinstance(caught.value, ValueError)
 
 
 # -- MajorityQuorum: ProcessHub's pure tests -------------------------------------------------
@@ -491,7 +526,213 @@ def test_a_full_quorum_is_never_partitioned(
         assert decision.state.partitioned == decision.partitioned
 
 
+# -- conformance: every partition strategy, the custom example included ------------------------
+
+PARTITION = [
+    Strict(),
+    Availability(),
+    StaticQuorum(3),
+    StaticQuorum(3, startup_confirm=True),
+    DynamicQuorum(60, threshold_time=100),
+    MajorityQuorum(),
+    MajorityQuorum(5, track_max_size=False),
+    Witness("n2"),
+]
+partition_param = pytest.mark.parametrize("strategy", PARTITION, ids=repr)
+recent_times = st.floats(0, 1e5)
+
+
+@partition_param
+def test_conformance_protocol_and_checks(strategy: PartitionStrategy) -> None:
+    assert isinstance(strategy, PartitionStrategy)
+    assert checks.partition_problems(strategy) == []
+    assert isinstance(strategy.persists_state, bool)
+
+
+@partition_param
+@given(state=states, members=member_sets, now=recent_times)
+def test_conformance_decisions_are_pure_and_consistent(
+    strategy: PartitionStrategy, state: QuorumState, members: frozenset[str], now: float
+) -> None:
+    seen = view(members, now)
+    decision = strategy.decide(seen, state)
+    assert strategy.decide(view(sorted(members, reverse=True), now), state) == decision
+    reloaded = QuorumState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert strategy.decide(seen, reloaded) == decision
+    assert decision.state.previous_members == seen.members
+    assert decision.state.partitioned == decision.partitioned
+    if decision.has_quorum:
+        assert not decision.partitioned
+
+
+@partition_param
+@given(state=states, members=member_sets, extra=member_sets, now=recent_times)
+def test_conformance_monotone_in_the_live_members(
+    strategy: PartitionStrategy,
+    state: QuorumState,
+    members: frozenset[str],
+    extra: frozenset[str],
+    now: float,
+) -> None:
+    fewer = strategy.decide(view(members, now), state)
+    more = strategy.decide(view(members | extra, now), state)
+    if fewer.has_quorum:
+        assert more.has_quorum
+    if not fewer.partitioned:
+        assert not more.partitioned
+
+
+@partition_param
+@given(
+    state=states,
+    before=member_sets,
+    members=member_sets,
+    now=recent_times,
+    later=st.floats(0, 1),
+)
+def test_conformance_nothing_changes_before_next_expiry(
+    strategy: PartitionStrategy,
+    state: QuorumState,
+    before: frozenset[str],
+    members: frozenset[str],
+    now: float,
+    later: float,
+) -> None:
+    """With the same members, a decision holds until ``next_expiry`` (forever if None)."""
+    settled = strategy.decide(view(before, now), state)
+    decision = strategy.decide(view(members, now), settled.state)
+    expiry = strategy.next_expiry(decision.state)
+    horizon = 1e6 if expiry is None else expiry - now
+    assume(horizon > 1e-3)
+    again = strategy.decide(view(members, now + later * horizon * 0.99), decision.state)
+    assert (again.partitioned, again.has_quorum) == (decision.partitioned, decision.has_quorum)
+
+
+@partition_param
+@given(state=states, members=member_sets, now=recent_times)
+def test_conformance_reset_to_the_live_size_restores_the_quorum(
+    strategy: PartitionStrategy, state: QuorumState, members: frozenset[str], now: float
+) -> None:
+    seen = view(members, now)
+    current = strategy.decide(seen, state).state
+    try:
+        reset = strategy.reset_cluster_size(current, len(seen.members))
+    except NoClusterSize:
+        return
+    assert isinstance(reset, QuorumState)
+    decision = strategy.decide(seen, reset)
+    assert decision.has_quorum and not decision.partitioned
+
+
+@partition_param
+@given(state=states, members=member_sets, now=recent_times)
+def test_conformance_unpersisted_state_decides_nothing(
+    strategy: PartitionStrategy, state: QuorumState, members: frozenset[str], now: float
+) -> None:
+    """``persists_state = False`` is honest: a restart with the memory decides as one
+    without it."""
+    if strategy.persists_state:
+        return
+    resumed = strategy.decide(view(members, now), state.resumed())
+    fresh = strategy.decide(view(members, now), QuorumState())
+    assert (resumed.partitioned, resumed.has_quorum) == (fresh.partitioned, fresh.has_quorum)
+
+
+def test_partition_conformance_covers_every_strategy() -> None:
+    builtins = {Strict, Availability, StaticQuorum, DynamicQuorum, MajorityQuorum}
+    assert {type(s) for s in PARTITION} == builtins | {Witness}
+    exported = {
+        obj
+        for name in strategies.__all__
+        if isinstance(obj := getattr(strategies, name), type)
+        and obj is not PartitionStrategy
+        and hasattr(obj, "decide")
+    }
+    assert exported == builtins
+
+
+def test_the_witness_example_stops_nodes_that_cannot_see_it() -> None:
+    witness = Witness("n2")
+    decisions = replay(witness, [view(["n2", "n3"]), view(["n3"]), view(["n2", "n3"])])
+    assert partitioned(decisions) == [False, True, False]
+    assert decisions[1].reason == "witness 'n2' is not a member"
+    assert not witness.decide(view([], self_id="n2"), QuorumState()).partitioned
+
+
+# -- checks: what the hub refuses ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A hand-made partition strategy, broken in one member at a time."""
+
+    guarantees: object = frozenset({Guarantee.AT_MOST_ONE_OWNER})
+    persists_state: object = False
+    decision: object = None
+    expiry: object = None
+    reset: object = None
+
+    def decide(self, view: MembershipView, state: QuorumState) -> QuorumDecision:
+        if isinstance(self.decision, Exception):
+            raise self.decision
+        if self.decision is not None:
+            return self.decision  # type: ignore[return-value]
+        return QuorumDecision(False, "fine", QuorumState(previous_members=view.members))
+
+    def next_expiry(self, state: QuorumState) -> float | None:
+        return self.expiry  # type: ignore[return-value]
+
+    def reset_cluster_size(self, state: QuorumState, size: int) -> QuorumState:
+        if self.reset is None:
+            raise NoClusterSize("Partition")
+        if isinstance(self.reset, Exception):
+            raise self.reset
+        return self.reset  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "problem"),
+    [
+        (
+            Partition(
+                guarantees=frozenset(
+                    {Guarantee.AT_MOST_ONE_OWNER, Guarantee.AVAILABLE_DURING_OUTAGE}
+                )
+            ),
+            "promises both AT_MOST_ONE_OWNER and AVAILABLE_DURING_OUTAGE",
+        ),
+        (Partition(guarantees=("at_most_one_owner",)), "frozenset of Guarantee"),
+        (Partition(persists_state="yes"), "persists_state must be a bool"),
+        (Partition(decision=RuntimeError("boom")), "decide() on a one-node view raised"),
+        (Partition(decision=True), "decide() must return a QuorumDecision"),
+        (Partition(expiry="soon"), "next_expiry() must return None or a time"),
+        (Partition(expiry=math.inf), "next_expiry() must return None or a time"),
+        (Partition(reset=NotImplementedError()), "raise strategies.errors.NoClusterSize"),
+        (Partition(reset=3), "reset_cluster_size() must return a QuorumState"),
+    ],
+)
+def test_partition_checks_name_what_is_wrong(strategy: Partition, problem: str) -> None:
+    found = checks.partition_problems(strategy)
+    assert len(found) == 1 and problem in found[0], found
+    assert checks.partition_problems(Partition()) == []
+    assert checks.partition_problems(Partition(reset=QuorumState(), expiry=5.0)) == []
+
+
+def test_a_partition_strategy_without_the_new_members_is_named() -> None:
+    class OldStyle:  # what a custom strategy had before the Protocol declared every member
+        guarantees = frozenset({Guarantee.AT_MOST_ONE_OWNER})
+
+        def decide(self, view: MembershipView, state: QuorumState) -> QuorumDecision:
+            return QuorumDecision(False, "ok", state)
+
+    assert not isinstance(OldStyle(), PartitionStrategy)
+    assert checks.partition_problems(OldStyle()) == [
+        "OldStyle has no `persists_state` (a PartitionStrategy has guarantees, "
+        "persists_state, decide, next_expiry, reset_cluster_size)"
+    ]
+
+
 @pytest.mark.parametrize("module", [strategies.partition, strategies.base])
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
-    assert result.failed == 0
+    assert result.failed == 0 and result.attempted > 0
