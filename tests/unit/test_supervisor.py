@@ -714,7 +714,22 @@ async def test_stop_all_of_5000_workers_is_fast(no_leaked_tasks: None) -> None:
 # ----------------------------------------------------------------------------- task ownership
 
 
-@pytest.mark.parametrize("module", ["worker.py", "core/supervisor.py", "command.py"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "worker.py",
+        "core/supervisor.py",
+        "command.py",
+        "core/reconciler.py",
+        "core/executor.py",
+        "core/replicas.py",
+        "core/owner_records.py",
+        "core/worker_state.py",
+        "core/workqueue.py",
+        "core/plan.py",
+        "core/placement_view.py",
+    ],
+)
 def test_no_bare_task_creation(module: str) -> None:
     source = (HUB_DIR / module).read_text()
     bare = re.findall(r"asyncio\.create_task|ensure_future|loop\.create_task", source)
