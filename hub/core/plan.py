@@ -10,8 +10,9 @@ executes the actions (:mod:`hub.core.executor`, :mod:`hub.core.replicas`).
 Safety rules the planner guarantees (DESIGN.md "Guarantees"):
 
 * ``ACQUIRE`` only over an absent owner key, on the node the child is placed on, with a
-  lease to bind the key to, never while draining and never next to a local worker
-  (availability mode may re-acquire a worker it kept through an outage).
+  lease to bind the key to, never while draining and never next to a local worker, but
+  for a local replica being promoted and, in availability mode, a worker kept through an
+  outage: both are restarted under the new token.
 * An owner key of a previous incarnation of this node is foreign (left to expire); a key
   this node released is never adopted again from a cache that has not caught up.
 * Once the cache has seen this node's acquire and no longer shows it, the answer is
@@ -19,7 +20,9 @@ Safety rules the planner guarantees (DESIGN.md "Guarantees"):
 * An undecodable owner key is cleared only when no lease holds it, by the node it is
   placed on.
 * With one instance per child, a leftover ``replicas/{id}/{me}`` key (the cluster shrank
-  below two members under ``Replication("cluster")``) is withdrawn: ``REPLICA_DOWN``.
+  below two members under ``Replication("cluster")``) never stays: the replica is
+  promoted (``ACQUIRE``, whose txn deletes the key) if the child is placed here and
+  nobody owns it, else stopped and its key withdrawn (``REPLICA_DOWN``).
 """
 
 from __future__ import annotations
@@ -121,8 +124,8 @@ def _ownership(
 def plan(view: ChildView) -> Action:
     """Decide the next action for a child with one instance. Pure.
 
-    Reads ``desired`` (not ``replica_set``); ``my_replica`` only to withdraw a leftover
-    replica key.
+    Reads ``desired`` (not ``replica_set``); ``my_replica`` only to promote or withdraw
+    a leftover replica.
     """
     # One unpacking: a NamedTuple's fields are slower to read one by one.
     me, spec, owner, owned_token, running, revision, released = view[:7]
@@ -131,7 +134,17 @@ def plan(view: ChildView) -> Action:
     if mine is None:
         return Action.STOP_LOCAL
     if not mine and my_replica:
-        # A replica of a time with more instances per child: stop it, withdraw its key.
+        # A replica of a time with more instances per child (Replication("cluster") at
+        # one member): promoted as plan_replicated would, its key withdrawn by the acquire
+        # txn; otherwise stopped and withdrawn.
+        if (
+            spec is not None
+            and owner is None
+            and desired == me.node_id
+            and me.lease != 0
+            and not me.draining
+        ):
+            return Action.ACQUIRE
         return Action.REPLICA_DOWN
     if spec is None:
         if mine:

@@ -302,12 +302,36 @@ CASES = [
     ),
     # -- one instance per child, after more (Replication("cluster") shrunk to one node) --
     Case(
-        "a leftover replica instance and its key are withdrawn",
-        Action.REPLICA_DOWN,
+        "a leftover replica placed here is promoted (the acquire withdraws its key)",
+        Action.ACQUIRE,
         running=True,
         my_replica=True,
     ),
-    Case("a leftover replica key alone is withdrawn", Action.REPLICA_DOWN, my_replica=True),
+    Case(
+        "a leftover parked replica's key placed here is promoted too",
+        Action.ACQUIRE,
+        my_replica=True,
+    ),
+    Case(
+        "a leftover replica placed elsewhere is withdrawn",
+        Action.REPLICA_DOWN,
+        running=True,
+        my_replica=True,
+        desired="n2",
+    ),
+    Case(
+        "a leftover replica key alone, placed elsewhere, is withdrawn",
+        Action.REPLICA_DOWN,
+        my_replica=True,
+        desired="n2",
+    ),
+    Case(
+        "a leftover replica of a draining node is withdrawn",
+        Action.REPLICA_DOWN,
+        me=ME_DRAINING,
+        running=True,
+        my_replica=True,
+    ),
     Case(
         "a leftover replica key next to another owner is withdrawn",
         Action.REPLICA_DOWN,
@@ -599,15 +623,15 @@ def test_plan_safety_properties(
         assert me.lease != 0
         assert not me.draining
         assert spec is not None
-        assert not running
+        assert not running or my_replica  # a local replica is promoted, nothing else
         assert owned_token is None
-        assert not my_replica
     if action is Action.REPLICA_DOWN:
         # Only a leftover replica key of ours, and never an instance we own.
         assert my_replica
         assert owned_token is None and not _cache_says_mine(me, owner_entry)
     if my_replica and owned_token is None and not _cache_says_mine(me, owner_entry):
-        assert action is Action.REPLICA_DOWN
+        # A leftover replica never stays: promoted or withdrawn.
+        assert action in (Action.ACQUIRE, Action.REPLICA_DOWN)
     if action is Action.ADOPT:
         assert me.lease != 0
         assert spec is not None
@@ -625,8 +649,12 @@ def test_plan_safety_properties(
     if spec is None:
         assert action in (Action.NOOP, Action.RELEASE, Action.STOP_LOCAL, Action.REPLICA_DOWN)
     if running and owned_token is None and not _cache_says_mine(me, owner_entry):
-        # A worker without any claim to ownership is always stopped (a replica's key too).
-        assert action is (Action.REPLICA_DOWN if my_replica else Action.STOP_LOCAL)
+        # A worker without any claim to ownership is always stopped (a replica with its
+        # key, unless promoted).
+        if my_replica:
+            assert action in (Action.ACQUIRE, Action.REPLICA_DOWN)
+        else:
+            assert action is Action.STOP_LOCAL
     still_ours = (
         _cache_says_mine(me, owner_entry)
         and owner_entry is not None

@@ -3,8 +3,8 @@
 * Per-key outcomes: a child whose write keeps failing waits out its own backoff and does
   not hold back another child's next action (the old round-wide retry pause did).
 * A cluster that shrinks to one member under ``Replication("cluster")`` switches to one
-  instance per child: the local replica is stopped and its key withdrawn, then the child
-  is acquired and started as primary, so no stale replica stays visible.
+  instance per child: the local replica is promoted, its key deleted by the acquire txn,
+  so no stale replica stays visible.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class FakeBatcher:
 
     def __init__(self) -> None:
         self.submitted: list[bytes] = []
+        self.ops: list[Op] = []
         self.failing: set[bytes] = set()
         self.revision = 1000
 
@@ -50,6 +51,7 @@ class FakeBatcher:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[TxnResult] = loop.create_future()
         self.submitted.append(key)
+        self.ops.append(op)
         if key in self.failing:
             loop.call_soon(fut.set_exception, StoreUnavailable("etcd is down"))
         else:
@@ -59,6 +61,16 @@ class FakeBatcher:
 
     def count(self, key: bytes) -> int:
         return Counter(self.submitted)[key]
+
+    def deleted_with(self, key: bytes) -> list[bytes]:
+        """The keys deleted by the submissions about ``key``."""
+        return [
+            inner.request_delete_range.key
+            for submitted, op in zip(self.submitted, self.ops, strict=True)
+            if submitted == key
+            for inner in op.request_txn.success
+            if inner.HasField("request_delete_range")
+        ]
 
     def pending(self) -> int:
         return 0
@@ -172,7 +184,7 @@ async def test_the_acquire_executor_reports_one_outcome_per_child(no_leaked_task
         assert "a" not in reconciler.owned
 
 
-async def test_a_cluster_shrunk_to_one_member_withdraws_the_local_replica(
+async def test_a_cluster_shrunk_to_one_member_promotes_the_local_replica(
     no_leaked_tasks: None,
 ) -> None:
     registry = Registry(KEYS)
@@ -197,10 +209,38 @@ async def test_a_cluster_shrunk_to_one_member_withdraws_the_local_replica(
         # n2 dies: its node key and owner key expire together.
         registry.apply([delete(KEYS.node("n2"), 20), delete(KEYS.owner("c"), 20)], 20)
         assert not reconciler.replicated
-        await wait_until(lambda: batcher.count(KEYS.replica("c", "n1")) == 1, TIMEOUT)
-        assert "c" not in supervisor.workers  # the replica was stopped first
-        registry.apply([delete(KEYS.replica("c", "n1"), 21)], 21)  # what the watch shows
-        await wait_until(lambda: "c" in supervisor.workers, TIMEOUT)
+        await wait_until(lambda: supervisor.workers.get("c", (0, ""))[0] > 0, TIMEOUT)
         token, role = supervisor.workers["c"]
-        assert role == "active" and token == reconciler.owned["c"] > 0
+        assert role == "active" and token == reconciler.owned["c"]
         assert batcher.count(KEYS.owner("c")) == 1
+        # The acquire txn withdrew the replica key: no stale replica for get_pids.
+        assert batcher.deleted_with(KEYS.owner("c")) == [KEYS.replica("c", "n1")]
+        assert batcher.count(KEYS.replica("c", "n1")) == 0
+
+
+async def test_a_leftover_replica_this_node_cannot_own_is_withdrawn(
+    no_leaked_tasks: None,
+) -> None:
+    """One member left, but another (dead, not yet expired) incarnation still holds the
+    owner key: the local replica goes down and its key is deleted."""
+    registry = Registry(KEYS)
+    owner = encode_owner(OwnerRecord("n2", 200, OwnerState.RUNNING, 0.0))
+    replica = encode_replica(ReplicaRecord("n1", LEASE, "passive", 0.0))
+    registry.apply(
+        [
+            node("n1", LEASE, 1),
+            spec("c", 3),
+            put(KEYS.owner("c"), owner, 4, 200),
+            put(KEYS.replica("c", "n1"), replica, 5, LEASE),
+        ],
+        5,
+    )
+    batcher, supervisor = FakeBatcher(), FakeSupervisor()
+    supervisor.workers["c"] = (0, "passive")
+    async with running(registry, batcher, supervisor, Replication("cluster")) as reconciler:
+        assert not reconciler.replicated
+        await wait_until(lambda: batcher.count(KEYS.replica("c", "n1")) == 1, TIMEOUT)
+        assert "c" not in supervisor.workers
+        assert batcher.deleted_with(KEYS.replica("c", "n1")) == [KEYS.replica("c", "n1")]
+        await wait_until(reconciler.is_idle, TIMEOUT)
+        assert batcher.count(KEYS.owner("c")) == 0
