@@ -118,9 +118,24 @@ class WorkQueue(Generic[K]):
             self._ready.set()
 
     def add_many(self, keys: Iterable[K]) -> None:
-        """:meth:`add` each of ``keys``."""
-        for key in keys:
-            self.add(key)
+        """:meth:`add` each of ``keys`` (in bulk: a relist or resync adds every child)."""
+        if self._shut_down:
+            return
+        dirty = self._dirty
+        new = [key for key in keys if key not in dirty]  # repeats collapse in the sets
+        if not new:
+            return
+        waiting = self._waiting
+        if waiting:
+            for key in new:
+                waiting.pop(key, None)
+        dirty.update(new)
+        self._idle.clear()
+        processing = self._processing
+        ready = [key for key in new if key not in processing] if processing else new
+        if ready:
+            self._queue.update(dict.fromkeys(ready))
+            self._ready.set()
 
     def add_after(self, key: K, delay: float) -> None:
         """Add ``key`` once ``delay`` seconds have passed (an earlier pending time wins)."""

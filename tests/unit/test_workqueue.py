@@ -279,6 +279,13 @@ class QueueModel(RuleBasedStateMachine):
         self.owed.add(key)
         self.retry_at.pop(key, None)
 
+    @rule(batch=st.lists(keys, max_size=6))
+    def add_many(self, batch: list[str]) -> None:
+        self.queue.add_many(batch)
+        self.owed.update(batch)
+        for key in batch:
+            self.retry_at.pop(key, None)
+
     @rule()
     def get(self) -> None:
         self._promote()
