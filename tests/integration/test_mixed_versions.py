@@ -74,7 +74,7 @@ RECORDS: dict[Kind, Any] = {
     Kind.CHECKPOINT: pb.State,
 }
 # What a node logs when it skips a record it cannot read (hub/core/registry.py,
-# hub/core/reconciler.py).
+# hub/core/worker_state.py).
 REFUSALS = ("undecodable", "ignoring handover state", "ignoring checkpoint state", "Traceback")
 
 

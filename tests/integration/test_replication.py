@@ -175,3 +175,39 @@ async def test_a_custom_redundancy_strategy_runs_the_instances_its_count_says(
         await wait_until(lambda: matches_ring(c, ids, 2, "active_active"), 15)
         for hub in c.hubs.values():
             assert all(len(hub.get_pids(x)) == 2 for x in ids)
+
+
+async def test_a_cluster_replicated_child_shrunk_to_one_node_keeps_no_stale_replica(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    """Replication("cluster") at one member is one instance per child: the survivor's
+    replicas are promoted (keeping their state), and no replica record is left behind."""
+    state_workers.reset()
+    async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], Replication("cluster")) as c:
+        ids = [f"sh-{i}" for i in range(12)]
+        result = await c.hubs["a"].start_children(
+            [ChildSpec(id=x, start=COUNTER) for x in ids], wait=True, timeout=15
+        )
+        assert result.ok, result.errors
+        await wait_until(lambda: matches_ring(c, ids, 2, "active_active"), 15)
+        survivor = c.hubs["a"]
+        promoted = [x for x in ids if survivor.active_replica(x).node_id == "b"]  # type: ignore[union-attr]
+        assert promoted, "the ring put no primary on b"
+        for x in promoted:
+            state_workers.BY_NODE[(x, "a")].count = 41
+        await c.hubs["b"].stop(drain=False)  # abrupt: lease revoked, no hand-over
+
+        def one_instance_each() -> bool:
+            for x in ids:
+                instances = survivor.get_pids(x)
+                if len(instances) != 1 or instances[0].node_id != "a":
+                    return False
+                if not (instances[0].is_primary and instances[0].is_running):
+                    return False
+            return not survivor.registry.replicas
+
+        await wait_until(one_instance_each, 15)
+        for x in promoted:
+            worker = state_workers.BY_NODE[(x, "a")]
+            assert worker.active and worker.count == 41
+            assert worker.ctx.fencing_token > 0  # type: ignore[union-attr]

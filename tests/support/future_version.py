@@ -8,9 +8,9 @@ which ``processhub node`` does for each ``--app`` before it builds the Hub, patc
   membership imported the name when ``hub`` initialised, so only its own module attribute
   changes what the ``nodes/{node_id}`` record says.
 * every ``encode_*`` function of :mod:`hub.etcd.codec` *where it is called from*:
-  ``hub.core.membership.encode_node`` (``nodes/``), ``hub.core.reconciler.encode_owner``
-  (``owners/``), ``hub.core.reconciler.encode_state`` (``handover/`` and ``checkpoints/``),
-  ``hub.core.reconciler.encode_replica`` (``replicas/``), ``hub.client.encode_spec`` (``specs/``
+  ``hub.core.membership.encode_node`` (``nodes/``), ``hub.core.owner_records.encode_owner``
+  (``owners/``), ``hub.core.worker_state.encode_state`` (``handover/`` and ``checkpoints/``),
+  ``hub.core.replicas.encode_replica`` (``replicas/``), ``hub.client.encode_spec`` (``specs/``
   the node writes: an app's ``start_child``, ``pin``) and ``hub.client.encode_leave``;
   plus the same names in :mod:`hub.etcd.codec` itself, for a caller that imports them later.
   The callers bound the functions with ``from hub.etcd.codec import ...`` before any app is
@@ -33,7 +33,9 @@ from typing import Any
 import hub
 import hub.client
 import hub.core.membership
-import hub.core.reconciler
+import hub.core.owner_records
+import hub.core.replicas
+import hub.core.worker_state
 import hub.etcd.codec
 from hub._proto import processhub_pb2 as pb
 
@@ -56,7 +58,9 @@ _RECORDS: dict[str, Any] = {
 #: module -> the encoders it calls (bound by ``from hub.etcd.codec import ...``)
 _CALL_SITES: dict[Any, tuple[str, ...]] = {
     hub.core.membership: ("encode_node",),
-    hub.core.reconciler: ("encode_owner", "encode_state", "encode_replica"),
+    hub.core.owner_records: ("encode_owner",),
+    hub.core.worker_state: ("encode_state",),
+    hub.core.replicas: ("encode_replica",),
     hub.client: ("encode_spec", "encode_leave"),
 }
 

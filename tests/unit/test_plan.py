@@ -1,6 +1,6 @@
-"""hub.core.reconciler.plan: the pure decision for one child, from hand-built snapshots.
+"""hub.core.plan: the pure decision for one child, from hand-built snapshots.
 
-The table covers every Action and each safety rule of the reconciler's module docstring;
+The table covers every Action and each safety rule of the planner's module docstring;
 the hypothesis properties check the rules over random snapshots.
 """
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.core.reconciler import Action, Self, plan, plan_replicated
+from hub.core.plan import Action, ChildView, Self, plan, plan_replicated
 from hub.core.registry import OwnerEntry, SpecEntry
 from hub.model import ChildSpec, OwnerRecord, OwnerState
 
@@ -60,6 +60,7 @@ class Case:
     owned_token: int | None = None
     running: bool = False
     cache_revision: int = 50
+    my_replica: bool = False  # the cache shows replicas/{id}/{me}
 
 
 CASES = [
@@ -299,18 +300,83 @@ CASES = [
         owner=corrupt_owner(lease=0),
         desired=None,
     ),
+    # -- one instance per child, after more (Replication("cluster") shrunk to one node) --
+    Case(
+        "a leftover replica placed here is promoted (the acquire withdraws its key)",
+        Action.ACQUIRE,
+        running=True,
+        my_replica=True,
+    ),
+    Case(
+        "a leftover parked replica's key placed here is promoted too",
+        Action.ACQUIRE,
+        my_replica=True,
+    ),
+    Case(
+        "a leftover replica placed elsewhere is withdrawn",
+        Action.REPLICA_DOWN,
+        running=True,
+        my_replica=True,
+        desired="n2",
+    ),
+    Case(
+        "a leftover replica key alone, placed elsewhere, is withdrawn",
+        Action.REPLICA_DOWN,
+        my_replica=True,
+        desired="n2",
+    ),
+    Case(
+        "a leftover replica of a draining node is withdrawn",
+        Action.REPLICA_DOWN,
+        me=ME_DRAINING,
+        running=True,
+        my_replica=True,
+    ),
+    Case(
+        "a leftover replica key next to another owner is withdrawn",
+        Action.REPLICA_DOWN,
+        owner=owner("n2", OTHER_LEASE),
+        running=True,
+        my_replica=True,
+    ),
+    Case(
+        "a leftover replica key of a deleted child is withdrawn",
+        Action.REPLICA_DOWN,
+        spec=None,
+        desired=None,
+        my_replica=True,
+    ),
+    Case(
+        "a replica key next to our own ownership is left to our acquire",
+        Action.NOOP,
+        owner=MINE,
+        owned_token=TOKEN,
+        running=True,
+        my_replica=True,
+    ),
+    Case(
+        "a leftover replica of a child we lost is stopped like any lost instance",
+        Action.STOP_LOCAL,
+        owner=owner("n2", OTHER_LEASE, create=TOKEN + 5),
+        owned_token=TOKEN,
+        running=True,
+        my_replica=True,
+    ),
 ]
 
 
 def _run(case: Case) -> Action:
     return plan(
-        case.me,
-        case.spec,
-        case.owner,
-        case.desired,
-        case.owned_token,
-        case.running,
-        case.cache_revision,
+        ChildView(
+            case.me,
+            case.spec,
+            case.owner,
+            owned_token=case.owned_token,
+            running=case.running,
+            cache_revision=case.cache_revision,
+            desired=case.desired,
+            my_replica=case.my_replica,
+        )
     )
 
 
@@ -463,9 +529,17 @@ def test_plan_replicated(
     my_replica: bool,
     expected: Action,
 ) -> None:
-    got = plan_replicated(
-        me, spec, owner_entry, replica_set, token, running, my_replica, cache_revision=100
+    view = ChildView(
+        me,
+        spec,
+        owner_entry,
+        owned_token=token,
+        running=running,
+        cache_revision=100,
+        replica_set=replica_set,
+        my_replica=my_replica,
     )
+    got = plan_replicated(view)
     assert got is expected, name
 
 
@@ -516,6 +590,7 @@ def _cache_says_mine(me: Self, entry: OwnerEntry | None) -> bool:
     owned_token=st.none() | st.integers(min_value=1, max_value=60),
     running=st.booleans(),
     revision=st.integers(min_value=0, max_value=70),
+    my_replica=st.booleans(),
 )
 def test_plan_safety_properties(
     me: Self,
@@ -525,9 +600,20 @@ def test_plan_safety_properties(
     owned_token: int | None,
     running: bool,
     revision: int,
+    my_replica: bool,
 ) -> None:
-    action = plan(me, spec, owner_entry, desired, owned_token, running, revision)
-    assert action is plan(me, spec, owner_entry, desired, owned_token, running, revision)
+    view = ChildView(
+        me,
+        spec,
+        owner_entry,
+        owned_token=owned_token,
+        running=running,
+        cache_revision=revision,
+        desired=desired,
+        my_replica=my_replica,
+    )
+    action = plan(view)
+    assert action is plan(view)
 
     if action is Action.ACQUIRE:
         # At most one instance: only over an absent key, only on the desired node, only
@@ -537,8 +623,15 @@ def test_plan_safety_properties(
         assert me.lease != 0
         assert not me.draining
         assert spec is not None
-        assert not running
+        assert not running or my_replica  # a local replica is promoted, nothing else
         assert owned_token is None
+    if action is Action.REPLICA_DOWN:
+        # Only a leftover replica key of ours, and never an instance we own.
+        assert my_replica
+        assert owned_token is None and not _cache_says_mine(me, owner_entry)
+    if my_replica and owned_token is None and not _cache_says_mine(me, owner_entry):
+        # A leftover replica never stays: promoted or withdrawn.
+        assert action in (Action.ACQUIRE, Action.REPLICA_DOWN)
     if action is Action.ADOPT:
         assert me.lease != 0
         assert spec is not None
@@ -554,10 +647,14 @@ def test_plan_safety_properties(
         assert desired == me.node_id
         assert me.lease != 0
     if spec is None:
-        assert action in (Action.NOOP, Action.RELEASE, Action.STOP_LOCAL)
+        assert action in (Action.NOOP, Action.RELEASE, Action.STOP_LOCAL, Action.REPLICA_DOWN)
     if running and owned_token is None and not _cache_says_mine(me, owner_entry):
-        # A worker without any claim to ownership is always stopped.
-        assert action is Action.STOP_LOCAL
+        # A worker without any claim to ownership is always stopped (a replica with its
+        # key, unless promoted).
+        if my_replica:
+            assert action in (Action.ACQUIRE, Action.REPLICA_DOWN)
+        else:
+            assert action is Action.STOP_LOCAL
     still_ours = (
         _cache_says_mine(me, owner_entry)
         and owner_entry is not None
@@ -575,6 +672,7 @@ def test_a_released_ownership_is_never_adopted_from_a_lagging_cache() -> None:
     spec = SpecEntry(ChildSpec(id="c", start="m:f"), 1, 1)
     record = OwnerRecord("n1", 7, OwnerState.RUNNING, 0.0)
     owner = OwnerEntry(record, 40, 41, 7, None)
-    assert plan(me, spec, owner, "n1", None, False, 45) is Action.ADOPT
-    assert plan(me, spec, owner, "n1", None, False, 45, released_token=40) is Action.NOOP
-    assert plan(me, spec, owner, "n2", None, False, 45, released_token=40) is Action.NOOP
+    view = ChildView(me, spec, owner, cache_revision=45, desired="n1")
+    assert plan(view) is Action.ADOPT
+    assert plan(view._replace(released_token=40)) is Action.NOOP
+    assert plan(view._replace(released_token=40, desired="n2")) is Action.NOOP

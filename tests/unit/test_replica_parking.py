@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.core.reconciler import Action, Self, plan_replicated
+from hub.core.plan import Action, ChildView, Self, plan_replicated
 from hub.core.registry import OwnerEntry, Registry, SpecEntry
 from hub.errors import CorruptRecord
 from hub.etcd.codec import REPLICA_FAILED, ReplicaRecord, decode_replica, encode_replica
@@ -98,23 +98,24 @@ def test_plan_keeps_a_parked_replica_down(
     recorded: bool,
     expected: Action,
 ) -> None:
-    got = plan_replicated(
+    view = ChildView(
         ME,
         SPEC,
         owner,
-        replica_set,
-        None,
-        running,
-        my_replica,
-        100,
+        running=running,
+        cache_revision=100,
+        replica_set=replica_set,
+        my_replica=my_replica,
         parked=parked,
         recorded_failed=recorded,
     )
+    got = plan_replicated(view)
     assert got is expected, name
 
 
 def test_a_parked_replica_of_a_stopped_child_withdraws_its_key() -> None:
-    got = plan_replicated(ME, None, None, (), None, False, True, 100, parked=True)
+    view = ChildView(ME, None, None, cache_revision=100, my_replica=True, parked=True)
+    got = plan_replicated(view)
     assert got is Action.REPLICA_DOWN
 
 
