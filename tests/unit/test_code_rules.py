@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -53,3 +54,74 @@ def test_strategies_are_pure() -> None:
     for path in ROOT.joinpath("strategies").rglob("*.py"):
         code = _code(path)
         assert not re.search(r"^\s*(import asyncio|from hub)", code, re.M), path
+
+
+#: The concrete strategy classes shipped in strategies/: the hub may construct them (the CLI
+#: builds them from flags) but never ask whether an object is one of them (issue 10: a user's
+#: strategy must plug in exactly like a built-in one, through the Protocols).
+BUILT_IN_STRATEGIES = {
+    "Availability",
+    "BoundedLoad",
+    "ColdSwap",
+    "ConsistentHashing",
+    "DynamicQuorum",
+    "Guided",
+    "HotSwap",
+    "MajorityQuorum",
+    "Replication",
+    "Singularity",
+    "StaticQuorum",
+    "Strict",
+}
+
+
+def _class_names(node: ast.expr) -> set[str]:
+    """The names in an isinstance() class argument: a name, an attribute, or a tuple/union."""
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, ast.Attribute):
+        return {node.attr}
+    if isinstance(node, ast.Tuple):
+        return set().union(*(_class_names(item) for item in node.elts))
+    if isinstance(node, ast.BinOp):
+        return _class_names(node.left) | _class_names(node.right)
+    return set()
+
+
+def test_the_hub_never_asks_which_built_in_strategy_it_has() -> None:
+    offenders = []
+    for path in SOURCES:
+        if "strategies" in path.relative_to(ROOT).parts[:1] or "_proto" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(_code(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("isinstance", "issubclass")
+                and len(node.args) == 2
+                and _class_names(node.args[1]) & BUILT_IN_STRATEGIES
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+#: Modules and classes stay small enough to read (issue 10): ~500 and ~400 lines.
+MAX_MODULE_LINES = 520
+MAX_CLASS_LINES = 420
+
+
+def test_modules_and_classes_stay_small() -> None:
+    too_long = []
+    for path in SOURCES:
+        if "_proto" in path.parts:
+            continue
+        source = _code(path)
+        name = str(path.relative_to(ROOT))
+        if source.count("\n") > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_CLASS_LINES:
+                    too_long.append(f"{name}: class {node.name} {length} lines")
+    assert not too_long, too_long
