@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the hook table in docs/hooks.md from hub/core/hooks.py.
+"""Regenerate the hook table in docs/hooks.md from hub/core/hook_events.py.
 
 Usage: ``python scripts/gen_hooks_doc.py`` rewrites the table between the markers;
 ``--check`` only reports (exit 1) when the committed file is stale. Everything outside the
