@@ -118,7 +118,7 @@ class Bucket:
             updated_at = float(state["updated_at"])
             allowed = int(state["allowed"])
             limited = int(state["limited"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf) overflows
             raise ValueError(f"not a bucket state: {exc!r}") from None
         if not (math.isfinite(tokens) and math.isfinite(updated_at)):
             raise ValueError("bucket state holds a non-finite number")
