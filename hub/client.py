@@ -15,7 +15,6 @@ the client and is reported as :class:`~hub.errors.HubFailed` (see ``failed``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Self
 
 from hub._tasks import ComponentGroup
 from hub.api.cluster import Cluster
@@ -83,13 +82,6 @@ class HubClient(ClusterApi):
         options = dict(locals())  # exactly the parameters above: forwarded, not relisted
         del options["self"], options["hub_id"]
         self._assemble(config_from_options(hub_id, options))
-
-    @classmethod
-    def from_config(cls, config: HubConfig) -> Self:
-        """Build from a ready :class:`HubConfig` (its node-only options are unused)."""
-        client = cls.__new__(cls)
-        client._assemble(config)
-        return client
 
     def _assemble(self, config: HubConfig) -> None:
         connection = Connection(config)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Self
 
 from hub._tasks import ComponentGroup, TaskStatus
 from hub.api.cluster import Cluster
@@ -144,13 +143,6 @@ class Hub(ClusterApi):
         options = dict(locals())  # exactly the parameters above: forwarded, not relisted
         del options["self"], options["hub_id"]
         self._assemble(config_from_options(hub_id, options))
-
-    @classmethod
-    def from_config(cls, config: HubConfig) -> Self:
-        """Build from a ready :class:`HubConfig`."""
-        hub = cls.__new__(cls)
-        hub._assemble(config)
-        return hub
 
     def _assemble(self, cfg: HubConfig) -> None:
         connection = Connection(cfg)

@@ -66,9 +66,19 @@ class ClusterApi:
 
     if TYPE_CHECKING:  # each owner defines them: a Hub joins and leaves, a client connects
 
+        def _assemble(self, config: HubConfig) -> None: ...
+
         async def start(self) -> None: ...
 
         async def stop(self) -> None: ...
+
+    @classmethod
+    def from_config(cls, config: HubConfig) -> Self:
+        """Build from a ready :class:`HubConfig` (a client does not use its node-only
+        options)."""
+        owner = cls.__new__(cls)
+        owner._assemble(config)
+        return owner
 
     # -- lifecycle -------------------------------------------------------------------------
 
