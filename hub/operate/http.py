@@ -1,10 +1,10 @@
 """Node HTTP endpoints: health, readiness, Prometheus metrics and a JSON read model.
 
-:class:`HubMetrics` collects one hub's metrics into its own
-:class:`prometheus_client.CollectorRegistry` (never the process-wide default: several hubs
-may live in one process). Counters of events come from hooks, durations from observer
-callbacks (etcd requests, reconcile rounds, hand-overs); everything else is read from the
-hub when scraped.
+The server lives here; what it serves lives beside it: the JSON read model in
+:mod:`hub.operate.views`, the metrics in :mod:`hub.operate.metrics`, the ``/api/events``
+feed in :mod:`hub.operate.feed`. All of them read the node through
+:class:`~hub.operate.observed.ObservedHub`, so none imports :mod:`hub.hub`; this module
+re-exports their public names.
 
 :class:`HttpServer` is a deliberately tiny HTTP/1.1 server on :func:`asyncio.start_server`:
 
