@@ -13,8 +13,8 @@ to internal objects (:class:`~hub.node.events.NodeEvents`,
 
 Start order (each step waits for the previous one's readiness, :mod:`hub._tasks`): hooks ->
 HTTP -> store -> RPC server -> lease granted -> informer synced -> batcher, supervisor
-ready, reconciler -> membership registered (and seen in the registry) -> leave requests,
-quorum, load -> static children. Stop order: drain -> reconciler and membership ->
+ready, reconciler, leave requests, quorum state loaded, load -> membership registered
+(and seen in the registry) -> static children. Stop order: drain -> reconciler and membership ->
 workers -> lease revoked -> batcher, informer -> hooks -> servers -> store. A component
 that fails while the node runs stops it in that order (no drain) and is reported as
 :class:`~hub.errors.HubFailed` (``hub.failed``; out of ``async with``).
@@ -318,10 +318,10 @@ class Hub(ClusterApi):
             "supervisor", partial(self.supervisor.run, ready=supervisor_ready), supervisor_ready
         )
         group.spawn("reconciler", self.reconciler.run)
-        await group.start("membership", self._run_membership)
         group.spawn("leave", self._departure.obey_leave_requests)
-        group.spawn("quorum", self.quorum.run)
+        await group.start("quorum", self._run_quorum)
         group.spawn("load", self._publish_load)
+        await group.start("membership", self._run_membership)
         self.cluster.connection.alive = True
         log.info("node joined", extra=fields(node_id=cfg.node_id, hub_id=cfg.hub_id))
         if cfg.child_specs:
@@ -340,6 +340,16 @@ class Hub(ClusterApi):
                 backoff = min(backoff * 2, 2.0)
         status.started(lease_id)
         await self.session.run()
+
+    async def _run_quorum(self, status: TaskStatus[None]) -> None:
+        """The quorum gate: its stored state loaded (ready: a restart resumes it), then
+        deciding on every membership change."""
+        try:
+            await self.quorum.load()
+        except StoreError as exc:  # run() tries again
+            log.warning("quorum state not loaded: %s", exc, extra=fields(node_id=self.node_id))
+        status.started(None)
+        await self.quorum.run()
 
     async def _run_membership(self, status: TaskStatus[int]) -> None:
         """The node record: registered and seen in the registry (ready), then kept."""
