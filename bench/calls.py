@@ -17,7 +17,7 @@ message:
   codec round trip, mailbox, handler);
 * ``remote call``: ``await hub.call("echo-remote", msg)``: node-1 -> node-2 over
   loopback gRPC (registry lookup, codec, ``RpcClient`` -> node-2's ``RpcServer`` ->
-  ``Hub.dispatch_call`` -> mailbox -> handler, and back);
+  ``LocalDelivery.dispatch_call`` -> mailbox -> handler, and back);
 * ``grpc echo``: a plain ``grpc.aio`` unary echo of raw bytes (``rpc_echo.py``'s server,
   same channel/server options): the ceiling a node-to-node call can reach here;
 * ``rpc echo``: ``hub.messaging.rpc.RpcClient`` -> ``RpcServer`` whose dispatcher echoes: our
@@ -533,8 +533,8 @@ CATEGORIES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ),
     ("asyncio.Queue (the mailbox's queue)", ("asyncio/queues.py",), ()),
     (
-        "call path (client.call/_send/_deliver, hub._local, registry)",
-        ("hub/client.py", "hub/hub.py", "hub/core/registry.py", "hub/model.py", "hub/errors.py"),
+        "call path (Calls.call/_send/_deliver, LocalDelivery.deliver, registry)",
+        ("hub/api/", "hub/node/", "hub/core/registry.py", "hub/model.py", "hub/errors.py"),
         (),
     ),
     ("asyncio.timeout", ("asyncio/timeouts.py",), ()),
@@ -545,17 +545,17 @@ CATEGORIES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
 
 #: Functions whose cumulative time is reported (file suffix, function name).
 KEY_FUNCTIONS = [
-    ("hub/client.py", "call"),
-    ("hub/client.py", "_send"),
-    ("hub/hub.py", "_deliver"),
-    ("hub/client.py", "_deliver"),
+    ("hub/api/facade.py", "call"),
+    ("hub/api/calls.py", "call"),
+    ("hub/api/calls.py", "_send"),
+    ("hub/api/calls.py", "_deliver"),
     ("hub/messaging/_rpc_client.py", "call"),
     ("hub/messaging/_rpc_client.py", "_unary"),
     ("grpc/aio/_call.py", "_invoke"),
     ("hub/messaging/_rpc_server.py", "Call"),
     ("hub/messaging/_rpc_server.py", "_serve"),
-    ("hub/hub.py", "dispatch_call"),
-    ("hub/hub.py", "_local"),
+    ("hub/node/delivery.py", "dispatch_call"),
+    ("hub/node/delivery.py", "deliver"),
     ("hub/messaging/mailbox.py", "call"),
     ("hub/messaging/mailbox.py", "_handle"),
     ("hub/core/supervisor.py", "mailbox"),

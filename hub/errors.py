@@ -22,6 +22,7 @@
     │   ├── WorkerStartFailed           its target could not be resolved or it raised at once
     │   └── WorkerCrashed               it exited abnormally (``exit_code`` for commands)
     ├── PartitionedError                the node is fenced off and refuses starts
+    ├── HubFailed                       a component of a running hub failed: it stopped
     └── CallError                       a call/cast to a child failed (.child_id, .node_id)
         ├── ChildNotFound               no such child in the cluster
         ├── ChildNotRunning             the child has no running instance (yet) there
@@ -150,6 +151,18 @@ class TargetNotAllowed(StartError):
 
 class PartitionedError(StartError):
     """Raised when the node is fenced off from etcd (no valid lease) and refuses starts."""
+
+
+class HubFailed(HubError):
+    """Raised when a component of a running hub failed and the hub stopped because of it.
+
+    ``component`` names it (``"informer"``, ``"reconciler"``...); the component's own
+    exception is the ``__cause__``.
+    """
+
+    def __init__(self, hub: str, component: str, cause: BaseException) -> None:
+        super().__init__(f"{hub}: component {component!r} failed: {cause!r}")
+        self.component = component
 
 
 class CallError(HubError):

@@ -1,110 +1,182 @@
-"""The Hub: one node's membership in a named cluster of workers.
+"""The Hub: one node's membership in a named cluster of workers (the composition root).
 
 ``async with Hub("my_hub", endpoints=[...]) as hub:`` joins the cluster: it grants the
 node's lease, lists and watches the hub's keys, registers the node, and starts the
 reconciler, which runs this node's share of the children. Leaving the block drains the node
-(its children move to other nodes) and revokes its lease. The start/stop/lookup API is
-inherited from :class:`hub.client.HubClient`.
+(its children move to other nodes) and revokes its lease.
 
-Start order (each step waits for the previous one to be ready): store -> lease -> informer
-synced -> batcher, supervisor, reconciler -> membership registered (and seen in the
-registry) -> static children. Every background task belongs to the Hub's TaskGroup;
-``start``/``stop`` (or the ``async with`` block) must run in one task.
+A Hub *has* the shared cluster API: it exposes :class:`~hub.api.facade.ClusterApi` (the
+same methods as :class:`hub.HubClient`) by delegation to a :class:`~hub.api.cluster.Cluster`
+built with the node's :class:`~hub.node.policy.NodePolicy`. What its components report goes
+to internal objects (:class:`~hub.node.events.NodeEvents`,
+:class:`~hub.node.delivery.LocalDelivery`), never to methods of this class.
+
+Start order (each step waits for the previous one's readiness, :mod:`hub._tasks`): hooks ->
+HTTP -> store -> RPC server -> lease granted -> informer synced -> batcher, supervisor
+ready, reconciler, leave requests, quorum state loaded, load -> membership registered
+(and seen in the registry) -> static children. Stop order: drain -> reconciler and membership ->
+workers -> lease revoked -> batcher, informer -> hooks -> servers -> store. A component
+that fails while the node runs stops it in that order (no drain) and is reported as
+:class:`~hub.errors.HubFailed` (``hub.failed``; out of ``async with``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping, Sequence
+from functools import partial
 
-from hub.client import HubClient
-from hub.core.hooks import ChildRestarted, ChildStarted, Hooks, HubStopping, PartitionChanged
+from hub._tasks import ComponentGroup, TaskStatus
+from hub.api.cluster import Cluster
+from hub.api.connection import Connection
+from hub.api.facade import ClusterApi
+from hub.api.lifecycle import Lifecycle
+from hub.api.options import config_from_options
+from hub.config import DEFAULT_MAX_SPEC_BYTES, HubConfig
+from hub.core.hooks import Hooks, HookSpec, HubStopping
 from hub.core.membership import Membership
 from hub.core.quorum import QuorumGate
 from hub.core.reconciler import Reconciler
-from hub.core.supervisor import Supervisor, WorkerExit
-from hub.errors import (
-    CallTimeout,
-    ChildMoved,
-    ChildNotRunning,
-    ConfigError,
-    HubClosed,
-    PartitionedError,
-    StaleHandle,
-    StoreError,
-)
+from hub.core.supervisor import Supervisor
+from hub.errors import ConfigError, StoreError
+from hub.etcd.keys import DEFAULT_PREFIX
 from hub.etcd.session import Session
+from hub.etcd.store import DEFAULT_MAX_RESPONSE_BYTES, TlsConfig
 from hub.logs import bind, fields, get_logger
-from hub.messaging.payload import decode_payload, encode_payload
-from hub.messaging.rpc import (
-    CallReplyData,
-    CallRequestData,
-    CastRequestData,
-    ReplyStatus,
-    RpcServer,
-)
-from hub.model import ChildHandle, NodeState
+from hub.messaging.rpc import RpcConfig, RpcServer
+from hub.model import ChildSpec, NodeState
+from hub.node.delivery import LocalDelivery
+from hub.node.departure import Departure
+from hub.node.events import NodeEvents
+from hub.node.policy import NodePolicy
 from hub.operate.http import HttpServer, HubMetrics
-from strategies.base import Guarantee
+from strategies.base import DistributionStrategy, Guarantee, PartitionStrategy, RedundancyStrategy
+from strategies.migration import MigrationStrategy
 
 log = get_logger("hub")
 
 
-class Hub(HubClient):
+class Hub(ClusterApi):
     """A node of the cluster ``hub_id``.
 
     Args:
         hub_id: the cluster's name; nodes with the same id (and etcd prefix) form one
             cluster, different ids are independent.
         endpoints: etcd endpoints, ``"host:port"`` strings (or one comma-separated string).
+        tls: etcd transport security (:class:`hub.etcd.store.TlsConfig`); None: plain.
+        username: etcd user (with ``password``); None: no authentication.
+        password: that user's password.
+        request_timeout: seconds every etcd request may take.
+        max_response_bytes: the largest etcd response accepted (at least 1 MiB).
+        prefix: the etcd key prefix the hub lives under.
         node_id: this node's name; default ``{hostname}-{pid}``.
         lease_ttl: seconds after which a silent node is considered dead; its children
             are restarted elsewhere about this long after a crash.
-        tls, username, password: etcd transport security (see :class:`hub.etcd.store.TlsConfig`).
         child_specs: static children, started (if absent) when the hub boots.
-        allowed_targets: ``fnmatch`` patterns of start targets this node accepts.
-        distribution: placement strategy (default consistent hashing).
-        **options: the remaining :class:`hub.config.HubConfig` fields.
+        allowed_targets: ``fnmatch`` patterns of start targets this node accepts
+            (None: any).
+        validate_targets: import each start target before writing its spec.
+        distribution: placement strategy (default
+            :class:`~strategies.distribution.ConsistentHashing`).
+        migration: how children move (default :class:`~strategies.migration.ColdSwap`).
+        partition: what a node does without etcd or quorum (default
+            :class:`~strategies.partition.Strict`: it fences itself).
+        redundancy: instances per child (default :class:`~strategies.redundancy.Singularity`).
+        hooks: ``{hook name: [HookHandler, ...]}`` registered at start (:mod:`hub.core.hooks`).
+        hook_timeout: seconds a hook handler may take.
+        weight: this node's share of children relative to the others (>= 1).
+        capacity: most children this node runs (0: no limit).
+        load_interval: seconds between checks whether to publish this node's load.
+        rpc: node-RPC settings (bind, advertise, token, TLS); None: no node RPC, so no
+            calls or casts to children of this node from elsewhere.
+        http: ``"host:port"`` for ``/healthz``, ``/readyz``, ``/metrics``, ``/api``
+            and the dashboard (None: off).
+        mailbox_capacity: messages a child's mailbox holds.
+        labels: free-form labels published in the node record.
+        address: the published address when node RPC is off.
+        drain_timeout: seconds a graceful stop waits for children to move away.
+        worker_stop_timeout: seconds a worker may take to stop.
+        max_spec_bytes: the largest encoded child spec accepted.
+        startup_timeout: seconds :meth:`start` may take.
+        resync_interval: seconds between full reconciles (a safety net).
 
     Raises:
-        ConfigError: an option is invalid.
+        ConfigError: an option is invalid. TypeError: an unknown option.
     """
 
-    def __init__(self, hub_id: str, **options: Any) -> None:
-        super().__init__(hub_id, **options)
-        cfg = self.config
+    def __init__(
+        self,
+        hub_id: str,
+        *,
+        endpoints: Sequence[str] | str = ("127.0.0.1:2379",),
+        tls: TlsConfig | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        request_timeout: float = 5.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        prefix: str = DEFAULT_PREFIX,
+        node_id: str | None = None,
+        lease_ttl: int = 10,
+        child_specs: Sequence[ChildSpec] = (),
+        allowed_targets: Sequence[str] | None = None,
+        validate_targets: bool = True,
+        distribution: DistributionStrategy | None = None,
+        migration: MigrationStrategy | None = None,
+        partition: PartitionStrategy | None = None,
+        redundancy: RedundancyStrategy | None = None,
+        hooks: HookSpec | None = None,
+        hook_timeout: float = 5.0,
+        weight: int = 1,
+        capacity: int = 0,
+        load_interval: float = 5.0,
+        rpc: RpcConfig | None = RpcConfig(),  # noqa: B008 - frozen
+        http: str | None = None,
+        mailbox_capacity: int = 1000,
+        labels: Mapping[str, str] | None = None,
+        address: str = "",
+        drain_timeout: float = 30.0,
+        worker_stop_timeout: float = 10.0,
+        max_spec_bytes: int = DEFAULT_MAX_SPEC_BYTES,
+        startup_timeout: float = 30.0,
+        resync_interval: float = 30.0,
+    ) -> None:
+        options = dict(locals())  # exactly the parameters above: forwarded, not relisted
+        del options["self"], options["hub_id"]
+        self._assemble(config_from_options(hub_id, options))
+
+    def _assemble(self, cfg: HubConfig) -> None:
+        connection = Connection(cfg)
         try:
             self.hooks = Hooks.from_mapping(cfg.hooks, handler_timeout=cfg.hook_timeout)
         except ValueError as exc:
             raise ConfigError(f"hooks: {exc}") from None
-        self.registry.hooks = self.hooks
-        self.rpc_server = (
-            RpcServer(cfg.rpc, self, cfg.hub_id, node_id=cfg.node_id) if cfg.rpc else None
-        )
+        connection.registry.hooks = self.hooks
+        events = NodeEvents(cfg.node_id, self.hooks)
+        store, registry = connection.store, connection.registry
         self.quorum = QuorumGate(
-            store=self.store,
-            keys=self.keys,
-            registry=self.registry,
+            store=store,
+            keys=connection.keys,
+            registry=registry,
             node_id=cfg.node_id,
             strategy=cfg.partition,
-            on_change=self._partition_changed,
+            on_change=events.partition_changed,
         )
         self.session = Session(
-            self.store, cfg.lease_ttl, on_lost=self._on_lease_lost, on_granted=self._on_lease
+            store, cfg.lease_ttl, on_lost=events.lease_lost, on_granted=events.lease_granted
         )
         self.supervisor = Supervisor(
             hub_id=cfg.hub_id,
             node_id=cfg.node_id,
-            events=self,
-            allow=self.allow,
+            events=events,
+            allow=connection.allow,
             stop_timeout=cfg.worker_stop_timeout,
-            checkpointer=self._checkpoint,
+            checkpointer=events.checkpoint,
             mailbox_capacity=cfg.mailbox_capacity,
         )
         self.membership = Membership(
-            self.store,
+            store,
             self.session,
-            self.keys,
+            connection.keys,
             cfg.node_id,
             address=cfg.address,
             labels=cfg.labels,
@@ -113,10 +185,10 @@ class Hub(HubClient):
         )
         self.reconciler = Reconciler(
             node_id=cfg.node_id,
-            keys=self.keys,
-            registry=self.registry,
+            keys=connection.keys,
+            registry=registry,
             session=self.session,
-            batcher=self.batcher,
+            batcher=connection.batcher,
             supervisor=self.supervisor,
             distribution=cfg.distribution,
             migration=cfg.migration,
@@ -126,13 +198,44 @@ class Hub(HubClient):
         )
         # Availability mode keeps workers through a lease loss (see strategies.partition).
         self.reconciler.keep_running = Guarantee.AVAILABLE_DURING_OUTAGE in cfg.partition.guarantees
-        self._stopping = False
+        events.wire(
+            reconciler=self.reconciler,
+            quorum=self.quorum,
+            session=self.session,
+            membership=self.membership,
+            registry=registry,
+        )
+        registry.listener = events
+        self._events = events
+        delivery = LocalDelivery(cfg.node_id, self.reconciler, self.supervisor, cfg.rpc)
+        self.rpc_server = (
+            RpcServer(cfg.rpc, delivery, cfg.hub_id, node_id=cfg.node_id) if cfg.rpc else None
+        )
+        policy = NodePolicy(
+            cfg.node_id,
+            session=self.session,
+            quorum=self.quorum,
+            reconciler=self.reconciler,
+            delivery=delivery,
+        )
+        self._departure = Departure(
+            cfg.node_id,
+            membership=self.membership,
+            reconciler=self.reconciler,
+            registry=registry,
+            hooks=self.hooks,
+            drain_timeout=cfg.drain_timeout,
+            leave_requested=events.leave_requested,
+        )
+        lifecycle = Lifecycle(f"node {cfg.node_id}", startup_timeout=cfg.startup_timeout)
+        self._attach(Cluster(connection, policy), lifecycle)
         #: Set by :meth:`stop_serving`: /readyz answers 503 from then on.
         self.stop_requested = False
-        self._leave_requested = asyncio.Event()
         #: Set once this node drained and left because an operator asked (HubClient.drain).
         #: Embedders should then leave their ``async with Hub(...)`` block.
-        self.left = asyncio.Event()
+        self.left = self._departure.left
+        self._drain_on_stop = True
+        self._crash = False
         # Last: the metrics read every component above.
         self.http_server: HttpServer | None = None
         if cfg.http:
@@ -144,101 +247,39 @@ class Hub(HubClient):
         """This node's current lease id (0 while fenced)."""
         return self.session.lease_id
 
+    @property
+    def state(self) -> NodeState:
+        """This node's membership state."""
+        return self.membership.state
+
     def __repr__(self) -> str:
-        return f"<Hub {self.hub_id!r} node={self.node_id!r} alive={self._alive}>"
+        return f"<Hub {self.hub_id!r} node={self.node_id!r} alive={self.is_alive()}>"
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Hub:
-        await self.start()
-        return self
 
     async def start(self) -> None:
         """Join the cluster; returns once this node is registered and static children run.
 
         Raises:
-            StoreError: etcd could not be reached within ``startup_timeout``.
+            StoreError: etcd could not be reached. TimeoutError: not joined within
+            ``startup_timeout``. HubClosed: already started.
         """
-        if self._tg is not None:
-            raise HubClosed("hub already started")
+        self._drain_on_stop, self._crash = True, False
         # Every task started here inherits node_id in its log context (hub.logs).
-        with bind(node_id=self.config.node_id):
-            await self._start()
-
-    async def _start(self) -> None:
-        cfg = self.config
-        tg = asyncio.TaskGroup()
-        await tg.__aenter__()
-        self._tg = tg
-        try:
-            async with asyncio.timeout(cfg.startup_timeout):
-                hooks_ready = asyncio.Event()
-                self._spawn("hooks", self.hooks.run(ready=hooks_ready))
-                await hooks_ready.wait()
-                if self.http_server is not None:  # /readyz answers 503 while starting
-                    await self.http_server.start()
-                await self.store.connect()
-                if self.rpc_server is not None:
-                    # advertised in the node record: where peers dial for call/cast
-                    self.membership.address = await self.rpc_server.start()
-                await self._first_lease()
-                self._spawn("session", self.session.run())
-                self._spawn("informer", self.informer.run())
-                await self.informer.synced.wait()
-                self._spawn("batcher", self.batcher.run())
-                supervisor_ready = asyncio.Event()
-                self._spawn("supervisor", self.supervisor.run(ready=supervisor_ready))
-                await supervisor_ready.wait()
-                self._spawn("reconciler", self.reconciler.run())
-                self._spawn("membership", self.membership.run())
-                self._spawn("leave", self._obey_leave_request())
-                self._spawn("quorum", self.quorum.run())
-                self._spawn("load", self._publish_load())
-                revision = await self.membership.register()
-                await self.registry.wait_revision(revision)
-            self._alive = True
-            log.info("node joined", extra=fields(node_id=cfg.node_id, hub_id=cfg.hub_id))
-            if cfg.child_specs:
-                await self._start_static_children()
-        except BaseException:
-            await self._shutdown(drain=False)
-            raise
-
-    async def _first_lease(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self.session.grant()
-                return
-            except StoreError as exc:
-                log.warning("waiting for etcd: %s", exc, extra=fields(node_id=self.node_id))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-
-    async def _start_static_children(self) -> None:
-        result = await self.start_children(
-            self.config.child_specs,
-            check_existing=False,
-            wait=True,
-            timeout=self.config.startup_timeout,
-        )
-        for error in result.errors:
-            if error.reason != "already_started":
-                log.warning(
-                    "static child %r: %s",
-                    error.child_id,
-                    error.reason,
-                    extra=fields(node_id=self.node_id, child_id=error.child_id),
-                )
+        with bind(node_id=self.node_id):
+            await self._lifecycle.start(self._up, self._down)
 
     async def stop(self, *, drain: bool = True) -> None:
         """Leave the cluster. With ``drain`` (default) children move to other nodes first.
 
-        Bounded by ``drain_timeout`` plus the worker stop timeout.
+        Bounded by ``drain_timeout`` plus the worker stop timeout; idempotent.
+
+        Raises:
+            HubFailed: a component had failed and stopped the node (reported once).
         """
-        if self._tg is None:
-            return
-        await self._shutdown(drain=drain)
+        self._drain_on_stop = drain
+        with bind(node_id=self.node_id):
+            await self._lifecycle.stop()
 
     def stop_serving(self) -> None:
         """Announce that this node is about to stop: ``/readyz`` answers 503 from now on.
@@ -256,54 +297,121 @@ class Hub(HubClient):
         For fault drills and tests (``hub.testing``'s ``kill``). Unlike a real crash the
         workers are cancelled, so their ``finally`` blocks run.
         """
-        if self._tg is None:
-            return
-        with bind(node_id=self.node_id):
-            await self._leave(drain=False, crash=True)
+        self._crash = True
+        await self.stop(drain=False)
 
-    async def _shutdown(self, *, drain: bool) -> None:
-        with bind(node_id=self.node_id):
-            await self._leave(drain=drain)
+    async def _up(self, group: ComponentGroup) -> None:
+        cfg = self.config
+        hooks_ready = asyncio.Event()
+        await group.start_when_set("hooks", partial(self.hooks.run, ready=hooks_ready), hooks_ready)
+        if self.http_server is not None:  # /readyz answers 503 while starting
+            await self.http_server.start()
+        await self.store.connect()
+        if self.rpc_server is not None:
+            # advertised in the node record: where peers dial for call/cast
+            self.membership.address = await self.rpc_server.start()
+        await group.start("session", self._run_session)
+        await group.start_when_set("informer", self.informer.run, self.informer.synced)
+        group.spawn("batcher", self.batcher.run)
+        supervisor_ready = asyncio.Event()
+        await group.start_when_set(
+            "supervisor", partial(self.supervisor.run, ready=supervisor_ready), supervisor_ready
+        )
+        group.spawn("reconciler", self.reconciler.run)
+        group.spawn("leave", self._departure.obey_leave_requests)
+        await group.start("quorum", self._run_quorum)
+        group.spawn("load", self._publish_load)
+        await group.start("membership", self._run_membership)
+        self.cluster.connection.alive = True
+        log.info("node joined", extra=fields(node_id=cfg.node_id, hub_id=cfg.hub_id))
+        if cfg.child_specs:
+            await self._start_static_children()
 
-    async def _leave(self, *, drain: bool, crash: bool = False) -> None:
-        tg, self._tg = self._tg, None
-        if tg is None:
-            return
-        self._stopping = True
+    async def _run_session(self, status: TaskStatus[int]) -> None:
+        """The lease: granted (ready), then kept alive."""
+        backoff = 0.1
+        while True:
+            try:
+                lease_id = await self.session.grant()
+                break
+            except StoreError as exc:
+                log.warning("waiting for etcd: %s", exc, extra=fields(node_id=self.node_id))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        status.started(lease_id)
+        await self.session.run()
+
+    async def _run_quorum(self, status: TaskStatus[None]) -> None:
+        """The quorum gate: its stored state loaded (ready: a restart resumes it), then
+        deciding on every membership change."""
+        try:
+            await self.quorum.load()
+        except StoreError as exc:  # run() tries again
+            log.warning("quorum state not loaded: %s", exc, extra=fields(node_id=self.node_id))
+        status.started(None)
+        await self.quorum.run()
+
+    async def _run_membership(self, status: TaskStatus[int]) -> None:
+        """The node record: registered and seen in the registry (ready), then kept."""
+        revision = await self.membership.register()
+        await self.registry.wait_revision(revision)
+        status.started(revision)
+        await self.membership.run()
+
+    async def _start_static_children(self) -> None:
+        result = await self.start_children(
+            self.config.child_specs,
+            check_existing=False,
+            wait=True,
+            timeout=self.config.startup_timeout,
+        )
+        for error in result.errors:
+            if error.reason != "already_started":
+                log.warning(
+                    "static child %r: %s",
+                    error.child_id,
+                    error.reason,
+                    extra=fields(node_id=self.node_id, child_id=error.child_id),
+                )
+
+    async def _down(self, group: ComponentGroup) -> None:
+        """Leave in order (the module docstring); drain only on a graceful stop."""
+        crash = self._crash
+        drain = self._drain_on_stop and not self.failed.is_set()
+        self._events.stopping = True
         self.stop_requested = True
         if not crash:
             self.hooks.dispatch(HubStopping(self.node_id, drain))
         try:
-            if drain and self._alive and self.session.is_valid():
-                await self._drain()
+            if drain and self.is_alive() and self.session.is_valid():
+                await self._departure.drain()
         finally:
-            self._alive = False
+            self.cluster.connection.alive = False
             # Order matters: no worker may outlive the owner keys that its lease holds.
             for name in ("load", "quorum", "leave", "reconciler", "membership"):
-                await self._cancel(name)
+                await group.cancel(name)
             await self.supervisor.stop_all()
-            await self._cancel("supervisor")
+            await group.cancel("supervisor")
             if not crash:
                 await self.quorum.forget()  # leaving on purpose: nothing to resume
-            await self._cancel("session")
+            await group.cancel("session")
             if crash:
                 self.session.abandon()
             else:
                 await self.session.revoke()
             for name in ("batcher", "informer"):
-                await self._cancel(name)
+                await group.cancel(name)
             try:  # let hooks dispatched while leaving run, within their own timeout
                 async with asyncio.timeout(self.config.hook_timeout):
                     await self.hooks.wait_idle()
             except TimeoutError:
                 pass
-            await self._cancel("hooks")
+            await group.cancel("hooks")
             if self.rpc_server is not None:
                 await self.rpc_server.stop(grace=0.5)
             if self.http_server is not None:
                 await self.http_server.stop()
-            await tg.__aexit__(None, None, None)
-            self._tasks.clear()
+            await self.rpc_client.close()
             await self.store.close()
             log.info("node left", extra=fields(node_id=self.node_id, hub_id=self.hub_id))
 
@@ -317,177 +425,12 @@ class Hub(HubClient):
                 self.membership.load = load
                 self.membership.request()
 
-    async def _obey_leave_request(self) -> None:
-        """Drain when an operator asks this incarnation to leave; then set ``left``."""
-        await self._leave_requested.wait()
-        log.warning(
-            "operator asked this node to drain and leave", extra=fields(node_id=self.node_id)
-        )
-        self.hooks.dispatch(HubStopping(self.node_id, True))
-        await self._drain()
-        self.left.set()
-
-    async def _drain(self) -> None:
-        """Mark this node draining and wait until its children run elsewhere."""
-        try:
-            async with asyncio.timeout(self.config.drain_timeout):
-                await self.membership.set_state(NodeState.DRAINING)
-                self.reconciler.set_draining(True)
-                while self.reconciler.owned:
-                    others = set(self.registry.active_members()) - {self.node_id}
-                    if not others:
-                        break  # nowhere to go: stop here, specs stay durable
-                    await asyncio.sleep(0.01)
-                    await self.reconciler.wait_idle()
-        except TimeoutError:
-            log.warning(
-                "drain timed out with %d children still local",
-                len(self.reconciler.owned),
-                extra=fields(node_id=self.node_id),
-            )
-
-    async def _checkpoint(self, child_id: str, token: int, state: Any) -> None:
-        await self.reconciler.checkpoint(child_id, token, state)
-
-    # -- messages: local delivery and the RPC dispatcher ------------------------------------
-
-    async def _deliver(
-        self,
-        kind: str,
-        handle: ChildHandle,
-        payload: bytes,
-        codec: str,
-        token: int,
-        key: str,
-        timeout: float,
-        replica: bool = False,
-    ) -> CallReplyData:
-        if handle.node_id != self.node_id or handle.incarnation != self.session.lease_id:
-            return await super()._deliver(
-                kind, handle, payload, codec, token, key, timeout, replica
-            )
-        # Local child: no network, same semantics (and the same codec round trip).
-        return await self._local(
-            kind,
-            handle.child_id,
-            token or handle.fencing_token,
-            payload,
-            codec,
-            timeout,
-            replica,
-        )
-
-    async def _local(
-        self,
-        kind: str,
-        child_id: str,
-        token: int,
-        payload: bytes,
-        codec: str,
-        timeout: float,
-        replica: bool = False,
-    ) -> CallReplyData:
-        owned = self.reconciler.owned.get(child_id)
-        if replica and owned is None:
-            owned = 0  # a replica instance (all_replicas): no owner token to check
-            if not self.supervisor.is_running(child_id):
-                raise ChildNotRunning(child_id, self.node_id)
-        elif owned is None:
-            raise ChildMoved(child_id, self.node_id, "this node does not own the child")
-        if token and owned and token != owned:
-            raise StaleHandle(child_id, self.node_id, token, owned)
-        mailbox = self.supervisor.mailbox(child_id, owned or None)
-        message = decode_payload(payload, codec, child_id=child_id)
-        if kind == "cast":
-            mailbox.cast(message)
-            return CallReplyData(status=ReplyStatus.OK, node_id=self.node_id, fencing_token=owned)
-        try:
-            result = await mailbox.call(message, timeout)
-        except TimeoutError:
-            raise CallTimeout(child_id, self.node_id, f"no reply within {timeout}s") from None
-        data, reply_codec = encode_payload(result, child_id=child_id)
-        return CallReplyData(
-            status=ReplyStatus.OK,
-            payload=data,
-            codec=reply_codec,
-            node_id=self.node_id,
-            fencing_token=owned,
-        )
-
-    async def dispatch_call(self, request: CallRequestData) -> CallReplyData:
-        """RPC server side of :meth:`call`: deliver to the local instance."""
-        timeout = self.config.rpc.call_timeout if self.config.rpc else 5.0
-        return await self._local(
-            "call",
-            request.child_id,
-            request.fencing_token,
-            request.payload,
-            request.codec,
-            timeout,
-            request.all_replicas,
-        )
-
-    async def dispatch_cast(self, request: CastRequestData) -> CallReplyData:
-        """RPC server side of :meth:`cast`."""
-        return await self._local(
-            "cast", request.child_id, request.fencing_token, request.payload, request.codec, 0
-        )
-
-    # -- lease and registry callbacks ----------------------------------------------------
-
-    async def _on_lease_lost(self, lease_id: int) -> None:
-        """Self-fencing: stop every local worker before etcd can expire our keys (in
-        availability mode: keep them running and reconcile when etcd is back)."""
-        await self.reconciler.lease_lost()
-        self.hooks.dispatch(PartitionChanged(True, f"lease {lease_id:x} lost"))
-
-    async def _on_lease(self, lease_id: int) -> None:
-        """A new incarnation: publish membership again and reconcile everything."""
-        self.membership.request()
-        self.reconciler.lease_granted()
-        self.hooks.dispatch(PartitionChanged(False, f"rejoined with lease {lease_id:x}"))
-
-    def _partition_changed(self, partitioned: bool, reason: str) -> None:
-        self.reconciler.set_partitioned(partitioned)
-        self.hooks.dispatch(PartitionChanged(partitioned, reason))
-
-    def registry_changed(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
-        if not hasattr(self, "reconciler"):
-            return  # still constructing
-        self.reconciler.registry_changed(child_ids, nodes_changed, full)
-        if nodes_changed or full:
-            self.quorum.membership_changed()
-        if nodes_changed:
-            lease = self.session.lease_id
-            if lease and self.registry.leave_requests.get(self.node_id) == lease:
-                self._leave_requested.set()
-        if nodes_changed and not self._stopping and self.session.is_valid():
-            entry = self.registry.nodes.get(self.node_id)
-            if entry is None or entry.info.incarnation != self.session.lease_id:
-                if self.membership.registered_lease == self.session.lease_id:
-                    self.membership.request()  # our record vanished: write it again
-
-    # -- supervisor events -> reconciler --------------------------------------------------
-
-    def worker_started(self, child_id: str, fencing_token: int, restarts: int) -> None:
-        self.reconciler.worker_started(child_id, fencing_token, restarts)
-        self.hooks.dispatch(ChildStarted(child_id, self.node_id, fencing_token, restarts))
-
-    def worker_restarting(
-        self, child_id: str, fencing_token: int, restarts: int, reason: str
-    ) -> None:
-        self.reconciler.worker_restarting(child_id, fencing_token, restarts, reason)
-        self.hooks.dispatch(ChildRestarted(child_id, fencing_token, restarts, reason))
-
-    def worker_exited(self, child_id: str, fencing_token: int, exit: WorkerExit) -> None:
-        self.reconciler.worker_exited(child_id, fencing_token, exit)
-
-    # -- starting and stopping children ---------------------------------------------------
+    # -- node-only API ------------------------------------------------------------------
 
     def is_partitioned(self) -> bool:
         """True while this node runs nothing because it holds no valid lease (it fenced
         itself) or because the partition strategy says the cluster lost its quorum."""
-        return self._alive and (not self.session.is_valid() or self.quorum.partitioned)
+        return self.is_alive() and (not self.session.is_valid() or self.quorum.partitioned)
 
     def reset_cluster_size(self, size: int) -> None:
         """After an intentional downsizing under ``MajorityQuorum``: take ``size`` as the
@@ -499,39 +442,6 @@ class Hub(HubClient):
         """
         self.quorum.reset_cluster_size(size)
 
-    def placement(self, child_id: str) -> str | None:
-        """The node the distribution strategy assigns ``child_id`` to right now."""
-        return self.reconciler.placement(child_id)
-
-    def _check_can_start(self) -> None:
-        if not self.session.is_valid():
-            raise PartitionedError("this node is fenced off from etcd; refusing to start")
-        if self.quorum.partitioned:
-            raise PartitionedError(f"the cluster lost its quorum ({self.quorum.reason})")
-
-    def nodes(self, *, include_local: bool = False) -> list[str]:
-        """Member node ids (draining ones included); this node only with ``include_local``."""
-        return sorted(
-            node_id for node_id in self.registry.nodes if include_local or node_id != self.node_id
-        )
-
-    def process_list(self, scope: Any = "global") -> Any:
-        """Running children: ``{child_id: {node_id: handle}}``, or for ``"local"``
-        ``{child_id: handle}`` of this node incarnation's children."""
-        if scope == "local":
-            me, lease = self.node_id, self.session.lease_id
-            return {
-                cid: h
-                for cid, h in self.registry.handles.items()
-                if h.node_id == me and h.incarnation == lease
-            }
-        return super().process_list(scope)
-
     def is_settled(self) -> bool:
         """True when this node has no reconcile work pending (test and benchmark helper)."""
         return self.reconciler.is_idle() and self.batcher.pending() == 0
-
-    @property
-    def state(self) -> NodeState:
-        """This node's membership state."""
-        return self.membership.state

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from examples.tenants.front import TenantsFront
 from examples.tenants.httpd import serve
 from examples.tenants.limiter import Policy
-from hub.client import HubClient
+from hub import ClusterApi
 
 __all__ = ["policy_from_env", "processhub_node"]
 
@@ -46,7 +46,7 @@ def policy_from_env(env: Mapping[str, str]) -> Policy:
     )
 
 
-async def processhub_node(hub: HubClient) -> None:
+async def processhub_node(hub: ClusterApi) -> None:
     """Serve the tenants API for ``hub`` until cancelled (the node drains)."""
     front = TenantsFront(hub, policy_from_env(os.environ))
 

@@ -33,8 +33,7 @@ from urllib.parse import unquote
 from examples.tenants.httpd import Request, Response
 from examples.tenants.limiter import Policy
 from examples.tenants.worker import TARGET
-from hub import ChildSpec
-from hub.client import HubClient
+from hub import ChildSpec, ClusterApi
 from hub.errors import CallTimeout, ChildNotFound, HubError
 
 __all__ = ["TAG", "TenantsFront", "child_id_of"]
@@ -58,12 +57,13 @@ class TenantsFront:
     """Routes HTTP requests to tenant workers through ``hub`` (a node or a client).
 
     Args:
-        hub: the node this front runs in (or any :class:`~hub.client.HubClient`).
+        hub: the node this front runs in (or a :class:`~hub.HubClient`: any
+            :class:`~hub.ClusterApi`).
         policy: the limits of tenants this front creates.
         call_timeout: seconds a request may take, starting the tenant included.
     """
 
-    def __init__(self, hub: HubClient, policy: Policy, *, call_timeout: float = 5.0) -> None:
+    def __init__(self, hub: ClusterApi, policy: Policy, *, call_timeout: float = 5.0) -> None:
         self.hub = hub
         self.policy = policy
         self.call_timeout = call_timeout

@@ -218,7 +218,8 @@ async def _run_node(
         http = hub.http_server.address if hub.http_server is not None else None
         async with _running_apps(hub, app_tasks):
             _emit("ready", hub_id=hub.hub_id, node_id=hub.node_id, pid=os.getpid(), http=http)
-            await _first_of(stop, hub.left)  # SIGTERM, or an operator's drain request
+            # SIGTERM, an operator's drain request, or a failed component (stop() raises it)
+            await _first_of(stop, hub.left, hub.failed)
             hub.stop_serving()  # /readyz 503 before the app's front stops accepting
             if shutdown_delay:
                 # Not synchronisation: time for endpoints and load balancers to notice.

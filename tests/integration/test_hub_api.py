@@ -39,8 +39,10 @@ from hub import (
 from hub._proto import processhub_pb2 as pb
 from hub.etcd.keys import KeySpace, Kind
 from hub.etcd.store import EtcdConfig, Store
+from strategies import ConsistentHashing
+from strategies.redundancy import Replication
 
-from . import workers
+from . import parked_workers, workers
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
@@ -883,3 +885,69 @@ async def test_partitioned_node_refuses_starts_and_recovers(own_etcd: Any) -> No
         await wait_until(lambda: not hub.is_partitioned(), TIMEOUT)
         await wait_until(lambda: running(hub, "pp"), TIMEOUT)
         assert workers.runs("pp") == 2
+
+
+async def test_process_list_shows_running_instances_not_parked_owners(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    async with cluster(etcd_endpoint, hub_prefix, 2) as hubs:
+        a = hubs[0]
+        result = await a.start_children(
+            [ChildSpec("parked", target("FailAtStart")), sleeper("calm")], wait=True, timeout=5
+        )
+        assert result.child_ids() == ["calm"]
+
+        def seen_everywhere() -> bool:
+            parked = [n.get_pid("parked") for n in hubs]
+            failed = all(h is not None and h.state is OwnerState.FAILED for h in parked)
+            return failed and all(running(n, "calm") for n in hubs)
+
+        await wait_until(seen_everywhere, TIMEOUT)
+        for hub in hubs:
+            parked = hub.get_pid("parked")
+            assert parked is not None and parked.state is OwnerState.FAILED
+            listed = hub.process_list()
+            assert set(listed) == {"calm"}, listed
+            assert "parked" not in hub.process_list("local")
+            # Every instance, parked ones too, stays visible where documented.
+            assert [h.state for h in hub.get_pids("parked")] == [OwnerState.FAILED]
+            lookup = hub.child_lookup("parked")
+            assert lookup is not None and set(lookup[1]) == {parked.node_id}
+        calm = a.get_pid("calm")
+        assert calm is not None
+        owner = next(h for h in hubs if h.node_id == calm.node_id)
+        assert set(owner.process_list("local")) == {"calm"}
+
+
+async def test_process_list_leaves_out_a_replica_parked_as_failed(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    redundancy = Replication(2, mode="active_passive")
+    async with cluster(etcd_endpoint, hub_prefix, 2, redundancy=redundancy) as hubs:
+        primary, standby = ConsistentHashing().ring({"n1": 1, "n2": 1}).owners("svc", 2)
+        spec = ChildSpec(
+            "svc",
+            f"{parked_workers.__name__}:CrashAsReplicaOn",
+            args={"node": standby},
+            max_restarts=0,
+            max_seconds=60,
+        )
+        assert (await hubs[0].start_child(spec, wait=True, timeout=5)).ok
+
+        def parked_everywhere() -> bool:
+            return all(
+                (h := hub.registry.instances("svc").get(standby)) is not None and h.role == "failed"
+                for hub in hubs
+            )
+
+        await wait_until(parked_everywhere, TIMEOUT, message="the replica is not parked")
+        for hub in hubs:
+            assert [(h.node_id, h.state) for h in hub.get_pids("svc")] == [
+                (primary, OwnerState.RUNNING),
+                (standby, OwnerState.FAILED),
+            ]
+            listed = hub.process_list("global")
+            assert set(listed) == {"svc"} and set(listed["svc"]) == {primary}, listed
+        by_id = {hub.node_id: hub for hub in hubs}
+        assert set(by_id[primary].process_list("local")) == {"svc"}
+        assert by_id[standby].process_list("local") == {}

@@ -10,8 +10,9 @@ which ``processhub node`` does for each ``--app`` before it builds the Hub, patc
 * every ``encode_*`` function of :mod:`hub.etcd.codec` *where it is called from*:
   ``hub.core.membership.encode_node`` (``nodes/``), ``hub.core.owner_records.encode_owner``
   (``owners/``), ``hub.core.worker_state.encode_state`` (``handover/`` and ``checkpoints/``),
-  ``hub.core.replicas.encode_replica`` (``replicas/``), ``hub.client.encode_spec`` (``specs/``
-  the node writes: an app's ``start_child``, ``pin``) and ``hub.client.encode_leave``;
+  ``hub.core.replicas.encode_replica`` (``replicas/``), ``hub.api.children.encode_spec`` and
+  ``hub.api.moves.encode_spec`` (``specs/`` the node writes: an app's ``start_child``,
+  ``pin``) and ``hub.api.moves.encode_leave``;
   plus the same names in :mod:`hub.etcd.codec` itself, for a caller that imports them later.
   The callers bound the functions with ``from hub.etcd.codec import ...`` before any app is
   imported, so patching :mod:`hub.etcd.codec` alone would change nothing.
@@ -31,7 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 import hub
-import hub.client
+import hub.api.children
+import hub.api.moves
 import hub.core.membership
 import hub.core.owner_records
 import hub.core.replicas
@@ -61,7 +63,8 @@ _CALL_SITES: dict[Any, tuple[str, ...]] = {
     hub.core.owner_records: ("encode_owner",),
     hub.core.worker_state: ("encode_state",),
     hub.core.replicas: ("encode_replica",),
-    hub.client: ("encode_spec", "encode_leave"),
+    hub.api.children: ("encode_spec",),
+    hub.api.moves: ("encode_spec", "encode_leave"),
 }
 
 

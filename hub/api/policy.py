@@ -1,0 +1,93 @@
+"""What differs between a node and a client in the shared cluster API.
+
+The :class:`~hub.api.cluster.Cluster` is the same object in a :class:`hub.Hub` and in a
+:class:`hub.HubClient`; a :class:`Policy` answers the few questions where they differ:
+whether this process may start children now, where a child belongs, and whether a child's
+instance runs in this very process (then calls are delivered to its mailbox directly, with
+the same semantics as over RPC). :class:`ClientPolicy` is the client's; the node's is
+:class:`hub.node.policy.NodePolicy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from hub.config import HubConfig
+from hub.core.placement import Placement, build_placement
+from hub.core.registry import Registry
+from hub.messaging.rpc import CallReplyData
+from hub.model import ChildHandle
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One call or cast to a child instance in this process (still encoded)."""
+
+    kind: Literal["call", "cast"]
+    child_id: str
+    #: The fencing token the caller addressed (0: whoever owns the child now).
+    token: int
+    payload: bytes
+    codec: str
+    #: Seconds the handler may take to reply (calls only).
+    timeout: float
+    #: Deliver to whatever instance runs here, replica or owner (``all_replicas``).
+    replica: bool = False
+
+
+class Policy(Protocol):
+    """The node- or client-specific answers the shared cluster API needs."""
+
+    def check_can_start(self) -> None:
+        """Raise :class:`~hub.errors.PartitionedError` if this process must refuse starts."""
+        ...
+
+    def placement(self, child_id: str) -> str | None:
+        """The node ``child_id`` belongs on right now (None: no eligible node)."""
+        ...
+
+    def hosts(self, handle: ChildHandle) -> bool:
+        """True when ``handle``'s instance runs in this process (deliver it locally)."""
+        ...
+
+    async def deliver(self, delivery: Delivery) -> CallReplyData:
+        """Deliver to the local instance; only called when :meth:`hosts` said so.
+
+        Raises:
+            CallError: the subclass the RPC server would map to a reply status.
+        """
+        ...
+
+
+class ClientPolicy:
+    """A client hosts nothing and may always try to start; placement is computed from
+    the registry, rebuilt when the membership changes (it listens to the registry)."""
+
+    def __init__(self, config: HubConfig, registry: Registry) -> None:
+        self._config = config
+        self._registry = registry
+        self._placement: Placement = build_placement(
+            registry, config.distribution, config.redundancy, {}
+        )
+
+    def registry_changed(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
+        """Registry listener: rebuild the placement when the members changed."""
+        if nodes_changed or full:
+            cfg = self._config
+            self._placement = build_placement(self._registry, cfg.distribution, cfg.redundancy)
+
+    def check_can_start(self) -> None:
+        """A client always may try: the owner nodes decide."""
+
+    def placement(self, child_id: str) -> str | None:
+        """The child's pin, or the distribution strategy's choice."""
+        return self._placement.owner(child_id)
+
+    def hosts(self, handle: ChildHandle) -> bool:
+        """Never: a client runs no child."""
+        return False
+
+    async def deliver(self, delivery: Delivery) -> CallReplyData:
+        """Never called (:meth:`hosts` is always False)."""
+        raise AssertionError("a HubClient hosts no child")
