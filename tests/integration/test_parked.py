@@ -22,6 +22,7 @@ from hub import ChildSpec, Hub, OwnerState, StoreUnavailable
 from hub.core.hooks import ChildFailed, HookHandler, HookName
 from hub.core.registry import Registry
 from hub.etcd.codec import decode_owner, decode_replica
+from hub.etcd.ops import Put, Txn
 from hub.etcd.store import Event
 from hub.model import OwnerRecord
 from hub.operate.events import ChildEvent, ChildEvents
@@ -370,8 +371,9 @@ async def test_a_failed_owner_record_lost_to_an_etcd_error_is_written_again(
         refused: list[OwnerRecord] = []
 
         def failing_once(op: Any, key: bytes, size: int = 0) -> Any:
-            if key == owner_key and not refused and op.HasField("request_txn"):
-                put = op.request_txn.success[0].request_put
+            if key == owner_key and not refused and isinstance(op, Txn):
+                put = op.success[0]
+                assert isinstance(put, Put)
                 record = decode_owner(put.key, put.value)
                 if record.state is OwnerState.FAILED:
                     refused.append(record)

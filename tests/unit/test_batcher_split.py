@@ -15,7 +15,8 @@ import pytest
 
 from hub.errors import RequestTooLarge, StoreTimeout
 from hub.etcd.batcher import MIN_MAX_BYTES, TxnBatcher
-from hub.etcd.store import ResponseTooLarge, TxnResult, op_put, op_txn
+from hub.etcd.kv import ResponseTooLarge, TxnResult
+from hub.etcd.ops import Put, Txn, op_put, op_size, op_txn
 
 
 class SizeLimitedStore:
@@ -34,10 +35,11 @@ class SizeLimitedStore:
         self.sent.append(len(ops))
         if self.error is not None:
             raise self.error
-        if sum(op.ByteSize() for op in ops) > self.limit:
+        if sum(op_size(op) for op in ops) > self.limit:
             raise RequestTooLarge("etcdserver: request is too large")
         for op in ops:
-            self.applied.extend(put.request_put.key for put in op.request_txn.success)
+            assert isinstance(op, Txn)
+            self.applied.extend(put.key for put in op.success if isinstance(put, Put))
         return TxnResult(True, 7, tuple(TxnResult(True, 7) for _ in ops))
 
 
