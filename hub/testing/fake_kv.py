@@ -22,8 +22,9 @@ per method) and ``max_response_bytes``.
 Expiry is checked at every call and by :meth:`~FakeKV.expire_leases`, so a test on a
 :class:`ManualClock` writes ``clock.advance(ttl); kv.expire_leases()``.
 
-Not modelled: auth, TLS, timeouts (calls never block), etcd's minimum lease TTL, member
-lists. ``tests/support/kv_conformance.py`` runs one suite against this fake and a real
+Calls complete without yielding to the event loop, so a test's sequence of calls is atomic
+with respect to the code under test. Not modelled: auth, TLS, timeouts, etcd's minimum
+lease TTL, member lists. ``tests/support/kv_conformance.py`` runs one suite against this fake and a real
 etcd, so where both are checked they agree.
 
 Ownership: one event loop; not thread-safe. Watches belong to whoever entered them.
