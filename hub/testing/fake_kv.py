@@ -24,8 +24,8 @@ Expiry is checked at every call and by :meth:`~FakeKV.expire_leases`, so a test 
 
 Calls complete without yielding to the event loop, so a test's sequence of calls is atomic
 with respect to the code under test. Not modelled: auth, TLS, timeouts, etcd's minimum
-lease TTL, member lists. ``tests/support/kv_conformance.py`` runs one suite against this fake and a real
-etcd, so where both are checked they agree.
+lease TTL, member lists. ``tests/support/kv_conformance.py`` runs one suite against this
+fake and a real etcd, so where both are checked they agree.
 
 Ownership: one event loop; not thread-safe. Watches belong to whoever entered them.
 """
