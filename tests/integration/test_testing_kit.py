@@ -11,8 +11,10 @@ kill, and runs on a ``processhub_fresh_etcd`` as well as on the session's etcd.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +241,25 @@ async def test_a_cluster_on_a_fresh_etcd_of_its_own(
     assert cluster.endpoints == [processhub_fresh_etcd.endpoint]
     await start(cluster.node("node-1"), ["fresh"])
     assert set(await cluster.wait_for_placement(["fresh"])) == {"fresh"}
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_guide_shows_the_example_as_it_is() -> None:
+    example = (ROOT / "examples" / "hub_cluster.py").read_text()
+    assert example in (ROOT / "docs" / "testing.md").read_text()
+
+
+async def test_the_documented_example_runs(
+    processhub_etcd: EtcdServer, processhub_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/testing.md's examples/hub_cluster.py works."""
+    root = str(ROOT)
+    sys.path.insert(0, root)
+    try:
+        from examples.hub_cluster import main
+    finally:
+        sys.path.remove(root)
+    await main(processhub_etcd.endpoints, prefix=processhub_prefix)
+    assert "crashed:" in capsys.readouterr().out
