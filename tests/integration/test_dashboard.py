@@ -401,6 +401,7 @@ async def screenshot(driver: WebDriver, shot: Path) -> None:
     print(f"dashboard screenshot: {shot}")
 
 
+@pytest.mark.slow  # a browser
 @pytest.mark.timeout(60)  # a hard bound; the waits inside add up to less
 async def test_dashboard_in_a_browser(
     browser_kit: BrowserKit, cluster: list[Hub], monkeypatch: pytest.MonkeyPatch

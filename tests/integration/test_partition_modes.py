@@ -94,6 +94,7 @@ def cluster(etcd_endpoint: str, hub_prefix: str, tmp_path: Path) -> Iterator[Clu
         c.close()
 
 
+@pytest.mark.slow  # node processes
 async def test_availability_mode_keeps_running_when_cut_off_and_converges_after(
     cluster: Cluster, etcd_endpoint: str, hub_prefix: str
 ) -> None:
@@ -160,6 +161,7 @@ async def test_majority_reset_after_intentional_downsizing(
             make(etcd_endpoint, hub_prefix, "z", StaticQuorum(1)).reset_cluster_size(1)
 
 
+@pytest.mark.slow  # node processes
 async def test_availability_mode_through_an_etcd_outage_converges_to_one_instance(
     own_etcd: object, hub_prefix: str, tmp_path: Path
 ) -> None:
