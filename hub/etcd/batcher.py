@@ -1,12 +1,12 @@
 """Batches independent per-key compare-and-set operations into few etcd round trips.
 
-Each submitted operation is a nested txn (``store.op_txn``) about one key. The batcher
+Each submitted operation is a nested txn (:func:`~hub.etcd.ops.op_txn`) about one key. The batcher
 packs as many as etcd's operation budget allows (``outer ops + widest nested txn <= 128``
 with etcd's default ``--max-txn-ops``) and at most ``max_bytes`` into one outer txn
 without compares, so every nested txn succeeds or fails on its own compares while the
 whole batch costs one round trip. Up to ``max_in_flight`` outer txns are pipelined.
 
-Outcomes: each submission's future resolves to its nested :class:`~hub.etcd.store.TxnResult`
+Outcomes: each submission's future resolves to its nested :class:`~hub.etcd.kv.TxnResult`
 (``succeeded`` tells whether its compares held; ``revision`` is the batch revision, i.e.
 the create revision of any key it created). If the outer txn fails, every future in it
 gets the exception; after :class:`~hub.errors.StoreTimeout` the outcome is *unknown* and
@@ -34,7 +34,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from hub.errors import HubClosed, RequestTooLarge
-from hub.etcd.store import MAX_TXN_OPS, Op, Store, TxnResult, op_width
+from hub.etcd.kv import KV, MAX_TXN_OPS, TxnResult
+from hub.etcd.ops import Op, op_size, op_width
 from hub.logs import get_logger
 
 log = get_logger("hub.etcd.batcher")
@@ -60,7 +61,7 @@ class TxnBatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: KV,
         *,
         max_ops: int = MAX_TXN_OPS,
         max_bytes: int = DEFAULT_MAX_BYTES,
@@ -80,11 +81,14 @@ class TxnBatcher:
         self.ops = 0
 
     def submit(self, op: Op, key: bytes, size: int = 0) -> asyncio.Future[TxnResult]:
-        """Queue a nested txn about ``key``; returns a future of its result."""
+        """Queue a nested txn about ``key``; returns a future of its result.
+
+        ``size`` is the op's encoded size if the caller knows it (0: computed here).
+        """
         if self._closed:
             raise HubClosed("batcher is stopped")
         fut: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(op, key, size or op.ByteSize(), op_width(op), fut))
+        self._queue.append(_Item(op, key, size or op_size(op), op_width(op), fut))
         self._wakeup.set()
         return fut
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from hub.errors import RevisionCompacted, StoreError
-from hub.etcd.store import Event, KeyValue, Store, WatchStream
+from hub.etcd.kv import KV, Event, KeyValue, Watch
 from hub.logs import get_logger
 
 log = get_logger("hub.etcd.informer")
@@ -60,7 +60,7 @@ class Informer:
 
     def __init__(
         self,
-        store: Store,
+        store: KV,
         prefix: bytes,
         sink: Sink,
         *,
@@ -144,7 +144,7 @@ class Informer:
                         raise exc from None
                 raise
 
-    async def _probe(self, stream: WatchStream) -> None:
+    async def _probe(self, stream: Watch) -> None:
         """Request progress regularly; raise _Stalled when etcd stops answering."""
         while True:
             await asyncio.sleep(self.progress_interval)
@@ -157,7 +157,7 @@ class Informer:
                 raise _RelistDue()
             await stream.request_progress()
 
-    async def _consume(self, stream: WatchStream) -> None:
+    async def _consume(self, stream: Watch) -> None:
         async for batch in stream:
             self.last_heard = time.monotonic()
             self.store_revision = max(self.store_revision, batch.revision)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from hub.errors import SessionLost, StoreError
-from hub.etcd.store import Store
+from hub.etcd.kv import KV
 from hub.logs import get_logger
 
 log = get_logger("hub.etcd.session")
@@ -33,7 +33,7 @@ class Session:
     """One lease at a time, renewed in the background, with a local deadline.
 
     Args:
-        store: the etcd store.
+        store: the etcd store (any :class:`~hub.etcd.kv.KV`).
         ttl: lease TTL in seconds (>= 2).
         margin: seconds subtracted from the local deadline to leave time to stop workers;
             default ``max(0.5, ttl / 5)``.
@@ -44,7 +44,7 @@ class Session:
 
     def __init__(
         self,
-        store: Store,
+        store: KV,
         ttl: int,
         *,
         margin: float | None = None,

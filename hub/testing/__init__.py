@@ -16,12 +16,15 @@ pytest.
 from hub.testing._cluster import ClusterFactory, HubCluster
 from hub.testing._etcd import EtcdServer, EtcdUnavailable, etcd_for_tests
 from hub.testing._wait import poll, wait_for
+from hub.testing.fake_kv import FakeKV, ManualClock
 
 __all__ = [
     "ClusterFactory",
     "EtcdServer",
     "EtcdUnavailable",
+    "FakeKV",
     "HubCluster",
+    "ManualClock",
     "etcd_for_tests",
     "poll",
     "wait_for",

@@ -1,7 +1,15 @@
 """An N-node cluster of in-process :class:`~hub.Hub` nodes, for tests.
 
 Every node runs in the calling event loop and shares one etcd prefix, so a test can start
-children on one node, look them up on another, and stop, kill or restart nodes in between.
+children on one node, look them up on another, and stop, kill or restart nodes in between::
+
+    async with HubCluster(endpoints, prefix="/my-test", nodes=3) as cluster:
+        await cluster.node("node-1").start_children(specs, wait=True)
+        where = await cluster.wait_for_placement([s.id for s in specs])
+        await cluster.kill(where[specs[0].id])
+        await cluster.wait_converged()
+        cluster.check_at_most_one_instance()
+
 What a node process does differently (separate interpreters, signals) is out of scope: use
 ``processhub node`` subprocesses for that.
 
@@ -9,22 +17,29 @@ What a node process does differently (separate interpreters, signals) is out of 
 and neither drains nor revokes it, so its node record and owner keys stay in etcd until
 the lease expires, and its children come back elsewhere about one ``lease_ttl`` later.
 It is :meth:`Hub.abort <hub.hub.Hub.abort>`: unlike ``SIGKILL``, its workers are still
-cancelled (their ``finally`` blocks run).
+cancelled (their ``finally`` blocks run). :meth:`HubCluster.close` revokes the leases
+killed nodes left behind, so nothing outlives the cluster.
+
+Every wait checks, on each look, that no child has an active instance on two live nodes
+(:meth:`HubCluster.check_at_most_one_instance`), so a test that waits for convergence also
+checks guarantee 1 all along the way.
 
 Ownership: the test (or fixture) that built a :class:`HubCluster` owns its nodes and must
-:meth:`~HubCluster.close` it; ``processhub_cluster`` does that at teardown.
+close it (``async with``, or :meth:`~HubCluster.close`); ``processhub_cluster`` does that
+at teardown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from hub.errors import StoreError
-from hub.etcd.store import EtcdConfig, Store
+from hub.etcd.connection import EtcdConfig
+from hub.etcd.store import Store
 from hub.hub import Hub
 from hub.testing._wait import poll, wait_for
 
@@ -36,6 +51,26 @@ DEFAULT_LEASE_TTL = 3  # seconds: children of a killed node come back within ~3 
 _SHOWN_IN_ERRORS = 10
 
 
+# -- what the cluster reads of a Hub beyond its public API (all of it, in one place) ------
+
+
+def _members(hub: Hub) -> dict[str, int]:
+    """The members ``hub`` sees: ``{node_id: incarnation}``."""
+    return {node_id: entry.info.incarnation for node_id, entry in hub.registry.nodes.items()}
+
+
+def _active_here(hub: Hub) -> dict[str, int]:
+    """Children whose *active* instance runs on ``hub`` now: ``{child_id: fencing token}``.
+
+    Replicas run with token 0; only the owner instance has the owner key's fence."""
+    supervisor = hub.supervisor
+    tokens = ((child_id, supervisor.token(child_id)) for child_id in supervisor.child_ids())
+    return {child_id: token for child_id, token in tokens if token}
+
+
+# -----------------------------------------------------------------------------------------
+
+
 class HubCluster:
     """In-process nodes of the hub ``hub_id`` under ``prefix`` (see the module docstring).
 
@@ -44,6 +79,10 @@ class HubCluster:
         prefix: etcd key prefix; give every test its own.
         hub_id: the hub's name.
         lease_ttl: every node's lease TTL (2 s minimum).
+        nodes: nodes to start on ``async with`` entry: a count or node ids (None: none;
+            :meth:`start` and :meth:`add_node` add more).
+        prepare: called with each new :class:`~hub.Hub` (also on restart) before it
+            starts: register hooks, metrics...
         **options: other :class:`~hub.Hub` options, for every node (``migration=``...).
 
     Raises:
@@ -57,6 +96,8 @@ class HubCluster:
         prefix: str,
         hub_id: str = "test",
         lease_ttl: int = DEFAULT_LEASE_TTL,
+        nodes: int | Sequence[str] | None = None,
+        prepare: Callable[[Hub], object] | None = None,
         **options: Any,
     ) -> None:
         if "node_id" in options:
@@ -66,8 +107,11 @@ class HubCluster:
         self.hub_id = hub_id
         self.lease_ttl = lease_ttl
         self.options = options
+        self._initial = nodes
+        self._prepare = prepare
         self._live: dict[str, Hub] = {}
         self._node_options: dict[str, dict[str, Any]] = {}  # per node, for restart
+        self._abandoned: list[int] = []  # leases of killed nodes, revoked on close
         self._etcd_config: EtcdConfig | None = None
         self._keys_root = b""
         self._counter = 0
@@ -97,6 +141,10 @@ class HubCluster:
             return self._live[node_id]
         except KeyError:
             raise KeyError(f"no live node {node_id!r}; live: {self.node_ids}") from None
+
+    def __getitem__(self, node_id: str) -> Hub:
+        """``cluster["n1"]``: :meth:`node`."""
+        return self.node(node_id)
 
     async def start(self, nodes: int | Sequence[str] = 3) -> Self:
         """Add ``nodes`` nodes (a count, or their ids); returns once all see each other.
@@ -134,9 +182,7 @@ class HubCluster:
         Raises:
             KeyError: no such live node.
         """
-        hub = self._live.pop(node_id, None)
-        if hub is None:
-            raise KeyError(f"no live node {node_id!r}; live: {self.node_ids}")
+        hub = self._pop(node_id)
         await hub.stop(drain=drain)
 
     async def kill(self, node_id: str) -> None:
@@ -147,9 +193,9 @@ class HubCluster:
         Raises:
             KeyError: no such live node.
         """
-        hub = self._live.pop(node_id, None)
-        if hub is None:
-            raise KeyError(f"no live node {node_id!r}; live: {self.node_ids}")
+        hub = self._pop(node_id)
+        if hub.incarnation:
+            self._abandoned.append(hub.incarnation)
         await hub.abort()
 
     async def restart(self, node_id: str, *, graceful: bool = False, **overrides: Any) -> Hub:
@@ -166,8 +212,9 @@ class HubCluster:
         return await self._start_node(node_id, self._node_options[node_id])
 
     async def close(self) -> None:
-        """Stop every live node (no drain: nothing needs to move) and delete the hub's
-        keys from etcd. Idempotent; errors are raised after every node was stopped."""
+        """Stop every live node (no drain: nothing needs to move), revoke the leases of
+        killed nodes and delete the hub's keys from etcd. Idempotent; errors are raised
+        after every node was stopped."""
         hubs, self._live = list(self._live.values()), {}
         errors: list[BaseException] = []
 
@@ -180,11 +227,13 @@ class HubCluster:
         async with asyncio.TaskGroup() as tg:  # concurrently: each stop waits on its RPC grace
             for hub in hubs:
                 tg.create_task(stop(hub))
-        await self._delete_keys()
+        await self._clean_etcd()
         if errors:
             raise errors[0]
 
     async def __aenter__(self) -> Self:
+        if self._initial is not None:
+            await self.start(self._initial)
         return self
 
     async def __aexit__(
@@ -194,6 +243,37 @@ class HubCluster:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    # -- what the nodes see --------------------------------------------------------------
+
+    def view(self, node_id: str) -> dict[str, str]:
+        """The registry as live node ``node_id`` sees it: ``{child_id: node_id}`` of every
+        child with a running active instance."""
+        hub = self.node(node_id)
+        handles = (hub.get_pid(child_id) for child_id in hub.process_list())
+        return {h.child_id: h.node_id for h in handles if h is not None and h.is_running}
+
+    def views(self) -> dict[str, dict[str, str]]:
+        """:meth:`view` of every live node, by node id."""
+        return {node_id: self.view(node_id) for node_id in self.node_ids}
+
+    def instances(self) -> dict[str, list[str]]:
+        """Where active instances run now, as the workers say (not the registry):
+        ``{child_id: [node ids]}``."""
+        found: dict[str, list[str]] = {}
+        for node_id in self.node_ids:
+            for child_id in _active_here(self._live[node_id]):
+                found.setdefault(child_id, []).append(node_id)
+        return found
+
+    def check_at_most_one_instance(self) -> None:
+        """Guarantee 1: no child has an active instance on two live nodes at once.
+
+        Raises:
+            AssertionError: naming every child that does, and where.
+        """
+        twice = {c: nodes for c, nodes in self.instances().items() if len(nodes) > 1}
+        assert not twice, f"children active on more than one node: {twice}"
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -208,11 +288,15 @@ class HubCluster:
 
         Raises:
             TimeoutError: not all placed within ``timeout`` s; says which and why.
+            AssertionError: a child was active on two nodes at one look.
         """
         ids = list(child_ids)
-        return await poll(
-            lambda: self._placement(ids), timeout, explain=lambda: self._unplaced(ids)
-        )
+
+        def placed() -> dict[str, str] | None:
+            self.check_at_most_one_instance()
+            return self._placement(ids)
+
+        return await poll(placed, timeout, explain=lambda: self._unplaced(ids))
 
     async def wait_settled(self, timeout: float = 10.0) -> None:
         """Wait until every live node sees exactly the live nodes (killed ones' leases
@@ -220,17 +304,50 @@ class HubCluster:
 
         Raises:
             TimeoutError: not settled within ``timeout`` s.
+            AssertionError: a child was active on two nodes at one look.
         """
         calm = 0  # reconcile work comes in bursts: ask for two calm looks in a row
 
         def settled() -> bool:
             nonlocal calm
+            self.check_at_most_one_instance()
             calm = calm + 1 if self._is_settled() else 0
             return calm >= 2
 
         await wait_for(settled, timeout, interval=0.05, message=f"{self!r} not settled")
 
+    async def wait_converged(self, timeout: float = 10.0) -> dict[str, str]:
+        """Wait until the cluster is settled and every live node has the same view, in
+        which each child runs on a live node's current incarnation; returns that view.
+
+        Raises:
+            TimeoutError: not converged within ``timeout`` s; shows the views.
+            AssertionError: a child was active on two nodes at one look.
+        """
+        calm = 0
+
+        def converged() -> dict[str, str] | None:
+            nonlocal calm
+            self.check_at_most_one_instance()
+            views = self.views().values()
+            agreed = self._placement(sorted({c for view in views for c in view}))
+            if not self._is_settled() or agreed is None or any(v != agreed for v in views):
+                calm = 0
+                return None
+            calm += 1  # as in wait_settled: two calm looks in a row
+            return agreed if calm >= 2 else None
+
+        return await poll(
+            converged, timeout, interval=0.05, explain=lambda: f"{self!r} views: {self.views()}"
+        )
+
     # -- internals -----------------------------------------------------------------------
+
+    def _pop(self, node_id: str) -> Hub:
+        hub = self._live.pop(node_id, None)
+        if hub is None:
+            raise KeyError(f"no live node {node_id!r}; live: {self.node_ids}")
+        return hub
 
     def _next_node_id(self) -> str:
         while True:
@@ -249,6 +366,8 @@ class HubCluster:
         )
         self._etcd_config = hub.config.etcd
         self._keys_root = hub.keys.root
+        if self._prepare is not None:
+            self._prepare(hub)
         await hub.start()
         self._live[node_id] = hub
         await wait_for(
@@ -261,18 +380,13 @@ class HubCluster:
     def _incarnations(self) -> dict[str, int]:
         return {node_id: hub.incarnation for node_id, hub in self._live.items()}
 
-    def _seen_incarnations(self, hub: Hub) -> dict[str, int]:
-        return {node_id: entry.info.incarnation for node_id, entry in hub.registry.nodes.items()}
-
     def _all_see_each_other(self) -> bool:
         live = self._incarnations().items()
-        return all(live <= self._seen_incarnations(hub).items() for hub in self._live.values())
+        return all(live <= _members(hub).items() for hub in self._live.values())
 
     def _is_settled(self) -> bool:
         live = self._incarnations()
-        return all(
-            self._seen_incarnations(hub) == live and hub.is_settled() for hub in self._live.values()
-        )
+        return all(_members(hub) == live and hub.is_settled() for hub in self._live.values())
 
     def _placement(self, child_ids: list[str]) -> dict[str, str] | None:
         if not self._live:
@@ -321,15 +435,19 @@ class HubCluster:
         more = f" and {hidden} more" if hidden > 0 else ""
         return f"{len(reasons)} of {len(child_ids)} children not placed: {shown}{more}"
 
-    async def _delete_keys(self) -> None:
-        """Best effort: leave nothing behind in an etcd the suite may share with others."""
+    async def _clean_etcd(self) -> None:
+        """Best effort: revoke what killed nodes left and delete the hub's keys, so nothing
+        stays behind in an etcd the suite may share with others."""
+        abandoned, self._abandoned = self._abandoned, []
         if self._etcd_config is None:
             return
         try:
             async with Store(self._etcd_config) as store:
+                for lease_id in abandoned:  # their TTL would do it a little later
+                    await store.lease_revoke(lease_id, timeout=2.0)
                 await store.delete(self._keys_root, prefix=True)
         except StoreError as exc:
-            log.warning("could not delete the test cluster's keys: %s", exc)
+            log.warning("could not clean up the test cluster's keys: %s", exc)
 
 
 class ClusterFactory:
@@ -337,20 +455,36 @@ class ClusterFactory:
     stops every cluster it made. What the ``processhub_cluster`` fixture gives a test.
 
     Clusters get the prefix ``prefix``, then ``prefix-2``, ``prefix-3``...: independent
-    unless a call passes ``prefix=`` (or the same ``hub_id`` and prefix) explicitly.
+    unless a call passes ``prefix=`` (or the same ``hub_id`` and prefix) explicitly. They
+    use ``endpoints`` unless a call passes ``endpoints=`` (e.g. a
+    ``processhub_fresh_etcd``'s); ``endpoints`` may be a function, called the first time
+    a cluster needs the default.
     """
 
-    def __init__(self, endpoints: Sequence[str], prefix: str) -> None:
-        self.endpoints = list(endpoints)
+    def __init__(self, endpoints: Sequence[str] | Callable[[], Sequence[str]], prefix: str) -> None:
+        self._endpoints = endpoints
         self.prefix = prefix
         self.clusters: list[HubCluster] = []
 
-    async def __call__(self, nodes: int | Sequence[str] = 3, **options: Any) -> HubCluster:
+    @property
+    def endpoints(self) -> list[str]:
+        """The default etcd endpoints."""
+        if callable(self._endpoints):
+            self._endpoints = list(self._endpoints())
+        return list(self._endpoints)
+
+    async def __call__(
+        self,
+        nodes: int | Sequence[str] = 3,
+        *,
+        endpoints: Sequence[str] | None = None,
+        **options: Any,
+    ) -> HubCluster:
         """Start a cluster of ``nodes`` nodes (a count or their ids); see :class:`HubCluster`."""
         if "prefix" not in options:
             n = len(self.clusters)
             options["prefix"] = self.prefix if n == 0 else f"{self.prefix}-{n + 1}"
-        cluster = HubCluster(self.endpoints, **options)
+        cluster = HubCluster(self.endpoints if endpoints is None else endpoints, **options)
         self.clusters.append(cluster)  # closed at teardown even if it fails to start
         return await cluster.start(nodes)
 

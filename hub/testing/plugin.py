@@ -7,10 +7,13 @@ turns it off. Fixtures (all named ``processhub_*`` so they cannot shadow a proje
   ``.endpoint``), found or started once per session (order in :mod:`hub.testing._etcd`);
 - ``processhub_prefix``: an etcd key prefix no other test uses;
 - ``processhub_cluster``: a :class:`~hub.testing.ClusterFactory`,
-  ``await processhub_cluster(3, **hub_options)``, every cluster stopped at teardown;
+  ``await processhub_cluster(3, **hub_options)``, every cluster stopped at teardown; on the
+  session's etcd, or on another one with ``endpoints=`` (``processhub_fresh_etcd``'s);
 - ``processhub_fresh_etcd``: a started :class:`~hub.operate.localetcd.LocalEtcd` for this test
   alone, free to stop, pause and restart;
-- ``processhub_no_leaked_tasks``: fails the test if an asyncio task outlives it.
+- ``processhub_no_leaked_tasks``: fails the test if an asyncio task outlives it;
+- ``processhub_no_leaked_leases``: fails the test if a lease a Hub granted during it is
+  still kept alive after it (see :mod:`hub.testing._leaks`).
 
 A test using the etcd fixtures is marked ``etcd`` (``pytest -m "not etcd"`` skips them).
 When no etcd can be had such a test is skipped, or fails with ``--processhub-require-etcd``,
@@ -20,7 +23,6 @@ must never silently skip them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import uuid
@@ -33,12 +35,12 @@ from hub.errors import ConfigError
 from hub.operate.localetcd import LocalEtcd
 from hub.testing._cluster import ClusterFactory
 from hub.testing._etcd import EtcdServer, EtcdUnavailable, etcd_for_tests
-from hub.testing._wait import wait_for
+from hub.testing._leaks import LeaseTracker, leaked_tasks
 
 REQUIRE_ETCD_OPTION = "--processhub-require-etcd"
 REQUIRE_ETCD_INI = "processhub_require_etcd"
 ETCD_MARKER = "etcd: needs a real etcd server (added by processhub's etcd fixtures)"
-_ETCD_FIXTURES = frozenset({"processhub_etcd", "processhub_fresh_etcd"})
+_ETCD_FIXTURES = frozenset({"processhub_etcd", "processhub_fresh_etcd", "processhub_cluster"})
 _INSTALL_HINT = "pip install 'processhub[testing]'"
 _LEAK_GRACE = 1.0  # seconds for cancelled tasks to finish before they count as leaked
 
@@ -152,11 +154,21 @@ def processhub_fresh_etcd(pytestconfig: pytest.Config) -> Iterator[LocalEtcd]:
 
 @_async_fixture
 async def processhub_cluster(
-    processhub_etcd: EtcdServer, processhub_prefix: str
+    request: pytest.FixtureRequest, processhub_prefix: str
 ) -> AsyncIterator[ClusterFactory]:
     """``cluster = await processhub_cluster(3, **hub_options)``: in-process nodes on the
-    session's etcd; every cluster is closed at teardown, whatever the test did."""
-    factory = ClusterFactory(processhub_etcd.endpoints, processhub_prefix)
+    session's etcd (started on first use), or on ``endpoints=[...]``; every cluster is
+    closed at teardown, whatever the test did.
+
+    With ``processhub_fresh_etcd``, request that fixture *before* this one, so that the
+    clusters are closed while their etcd still runs.
+    """
+
+    def session_etcd() -> tuple[str, ...]:
+        server: EtcdServer = request.getfixturevalue("processhub_etcd")
+        return server.endpoints
+
+    factory = ClusterFactory(session_etcd, processhub_prefix)
     yield factory
     await factory.close()
 
@@ -169,16 +181,24 @@ async def processhub_no_leaked_tasks() -> AsyncIterator[None]:
     other fixture's. Tasks get a short grace period to finish being cancelled.
     """
     yield
-    current = asyncio.current_task()
-
-    def pending() -> list[asyncio.Task[Any]]:
-        return [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-
-    with contextlib.suppress(TimeoutError):
-        await wait_for(lambda: not pending(), _LEAK_GRACE, interval=0.01)
-    leaked = pending()
+    leaked = await leaked_tasks(_LEAK_GRACE)
     for task in leaked:
         task.cancel()  # reported below; do not let them run into the next test
     assert not leaked, f"{len(leaked)} asyncio task(s) left pending: " + ", ".join(
         repr(t) for t in leaked
     )
+
+
+@_async_fixture
+async def processhub_no_leaked_leases() -> AsyncIterator[LeaseTracker]:
+    """Fail the test if a lease a Hub granted during it is still kept alive after it.
+
+    Leases of nodes the test killed (``Hub.abort``) are revoked, as their TTL would do;
+    others are given their remaining TTL to expire. Request it first, like
+    ``processhub_no_leaked_tasks``.
+    """
+    tracker = LeaseTracker()
+    with tracker.installed():
+        yield tracker
+    leaks = await tracker.leaked()
+    assert not leaks, "leases left alive: " + "; ".join(leaks)

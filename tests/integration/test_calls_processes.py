@@ -18,6 +18,8 @@ from hub.errors import CallError, CallTimeout, NodeUnreachable, RpcAuthError
 from hub.etcd.store import TlsConfig
 from hub.messaging.rpc import RpcConfig
 
+pytestmark = pytest.mark.slow  # node processes
+
 TTL = 3
 
 

@@ -15,6 +15,8 @@ from support.wait import wait_until_sync
 
 from hub.operate.cli import build_parser
 
+pytestmark = pytest.mark.slow  # the command, run as a subprocess
+
 CLI = [sys.executable, "-m", "hub.operate.cli"]
 
 
@@ -32,7 +34,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.slow
 def test_demo_runs_end_to_end_and_cleans_up() -> None:
     started = time.monotonic()
     proc = subprocess.run(
@@ -67,7 +68,6 @@ def test_demo_runs_end_to_end_and_cleans_up() -> None:
     assert took < 60, f"the demo took {took:.1f}s"
 
 
-@pytest.mark.slow
 def test_demo_cleans_up_on_ctrl_c() -> None:
     proc = subprocess.Popen(
         [*CLI, "demo", "--children", "4", "--lease-ttl", "30"],

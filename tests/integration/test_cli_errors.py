@@ -25,6 +25,8 @@ from hub.errors import ConfigError, StoreAuthError
 from hub.operate.cli import _report, build_parser
 from hub.operate.localetcd import LocalEtcd, LocalTls
 
+pytestmark = pytest.mark.slow  # one CLI process per test
+
 CLI = [sys.executable, "-m", "hub.operate.cli"]
 HUB = "errs"
 PASSWORD = "s3cret-root-pw"
@@ -189,6 +191,7 @@ TLS_CASES = {
 }
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 @pytest.mark.parametrize("case", sorted(TLS_CASES))
 def test_tls_mismatch_is_one_line(tls_etcd: LocalEtcd, pki: Pki, other_pki: Pki, case: str) -> None:
     argv, which_ca, client_cert, meaning = TLS_CASES[case]
@@ -209,6 +212,7 @@ def test_tls_client_against_plain_etcd_is_one_line(etcd_endpoint: str, pki: Pki)
     one_line_error(proc, 1, etcd_endpoint, "does it serve plain text?")
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 def test_tls_right_files_work(tls_etcd: LocalEtcd, pki: Pki, hub_prefix: str) -> None:
     flags = _tls_flags(pki.ca_cert, pki.client_cert, pki.client_key)
     proc = run_cli(
@@ -246,6 +250,7 @@ def auth_etcd() -> Iterator[LocalEtcd]:
         yield etcd
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 def test_wrong_password_is_one_line_without_the_password(auth_etcd: LocalEtcd) -> None:
     argv = ["ls", "--endpoints", auth_etcd.endpoint, "--etcd-user", "root"]
     env = {"PROCESSHUB_ETCD_PASSWORD": WRONG_PASSWORD}
@@ -254,11 +259,13 @@ def test_wrong_password_is_one_line_without_the_password(auth_etcd: LocalEtcd) -
     assert WRONG_PASSWORD not in trace
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 def test_auth_without_credentials_says_so(auth_etcd: LocalEtcd) -> None:
     proc = run_cli(["inspect", "c1", "--endpoints", auth_etcd.endpoint])
     one_line_error(proc, 1, "requires authentication", "--etcd-user")
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 def test_user_without_password_variable_is_a_usage_error(auth_etcd: LocalEtcd) -> None:
     proc = run_cli(
         [
@@ -274,6 +281,7 @@ def test_user_without_password_variable_is_a_usage_error(auth_etcd: LocalEtcd) -
     one_line_error(proc, 2, "$PROCESSHUB_ETCD_PASSWORD")
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 def test_right_password_works(auth_etcd: LocalEtcd, hub_prefix: str) -> None:
     argv = ["ls", "--json", "--endpoints", auth_etcd.endpoint, "--prefix", hub_prefix]
     proc = run_cli([*argv, "--etcd-user", "root"], {"PROCESSHUB_ETCD_PASSWORD": PASSWORD})
@@ -343,6 +351,7 @@ def test_bad_spec_file_is_a_usage_error_and_starts_nothing(
     assert listed.returncode == 0 and json.loads(listed.stdout)["children"] == []
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 def test_etcd_server_name_sets_the_name_checked_in_the_certificate(
     tls_etcd: LocalEtcd, pki: Pki, hub_prefix: str
 ) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from support.wait import wait_until_sync
 
+pytestmark = pytest.mark.slow  # CLI and node processes
+
 CLI = [sys.executable, "-m", "hub.operate.cli"]
 HUB = "ops"
 

@@ -28,6 +28,7 @@ from support.wait import wait_until
 from hub import ChildSpec, Hub
 from hub.operate.events import ChildEvent
 from hub.operate.http import child_event_record, children_view
+from hub.testing import HubCluster
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -65,27 +66,10 @@ def snapshot_counts(snapshot: dict[str, Any]) -> dict[str, int]:
 
 @pytest.fixture
 async def cluster(etcd_endpoint: str, hub_prefix: str) -> AsyncIterator[list[Hub]]:
-    hubs = [
-        Hub(
-            "d",
-            endpoints=[etcd_endpoint],
-            node_id=node_id,
-            lease_ttl=3,
-            prefix=hub_prefix,
-            http="127.0.0.1:0",
-        )
-        for node_id in NODES
-    ]
-    started: list[Hub] = []
-    try:
-        for hub in hubs:
-            await hub.start()
-            started.append(hub)
-        await wait_until(lambda: all(len(h.registry.nodes) == len(NODES) for h in hubs), 15)
-        yield hubs
-    finally:
-        for hub in reversed(started):
-            await hub.stop(drain=False)
+    async with HubCluster(
+        [etcd_endpoint], prefix=hub_prefix, hub_id="d", nodes=NODES, http="127.0.0.1:0"
+    ) as nodes:
+        yield [nodes[node_id] for node_id in NODES]
 
 
 def address(hub: Hub) -> str:
@@ -417,6 +401,7 @@ async def screenshot(driver: WebDriver, shot: Path) -> None:
     print(f"dashboard screenshot: {shot}")
 
 
+@pytest.mark.slow  # a browser
 @pytest.mark.timeout(60)  # a hard bound; the waits inside add up to less
 async def test_dashboard_in_a_browser(
     browser_kit: BrowserKit, cluster: list[Hub], monkeypatch: pytest.MonkeyPatch

@@ -24,6 +24,7 @@ from hub.etcd.keys import KeySpace
 from hub.etcd.store import Event
 from hub.model import OwnerRecord, OwnerState
 from hub.operate.events import ChildEvent, ChildEvents
+from hub.testing import HubCluster
 
 NODES = ("ea", "eb", "ec")
 SLEEPER = "integration.workers:Sleeper"
@@ -165,27 +166,10 @@ def test_a_relist_is_no_news() -> None:
 
 @pytest.fixture
 async def cluster(etcd_endpoint: str, hub_prefix: str) -> AsyncIterator[dict[str, Hub]]:
-    hubs = {
-        node_id: Hub(
-            "ev",
-            endpoints=[etcd_endpoint],
-            node_id=node_id,
-            lease_ttl=3,
-            prefix=hub_prefix,
-            http="127.0.0.1:0",
-        )
-        for node_id in NODES
-    }
-    started: list[Hub] = []
-    try:
-        for hub in hubs.values():
-            await hub.start()
-            started.append(hub)
-        await wait_until(lambda: all(len(h.registry.nodes) == len(NODES) for h in started), 15)
-        yield hubs
-    finally:
-        for hub in reversed(started):
-            await hub.stop(drain=False)
+    async with HubCluster(
+        [etcd_endpoint], prefix=hub_prefix, hub_id="ev", nodes=NODES, http="127.0.0.1:0"
+    ) as nodes:
+        yield {node_id: nodes[node_id] for node_id in NODES}
 
 
 class Stream:

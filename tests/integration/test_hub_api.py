@@ -39,6 +39,7 @@ from hub import (
 from hub._proto import processhub_pb2 as pb
 from hub.etcd.keys import KeySpace, Kind
 from hub.etcd.store import EtcdConfig, Store
+from hub.testing import HubCluster
 from strategies import ConsistentHashing
 from strategies.redundancy import Replication
 
@@ -75,18 +76,14 @@ def make_hub(endpoint: str, prefix: str, node_id: str = "n1", hub_id: str = "h",
 
 @contextlib.asynccontextmanager
 async def cluster(endpoint: str, prefix: str, size: int, **kw: Any) -> AsyncIterator[list[Hub]]:
-    """``size`` hubs of one cluster, each seeing every member before the body runs."""
-    async with contextlib.AsyncExitStack() as stack:
-        hubs = [
-            await stack.enter_async_context(make_hub(endpoint, prefix, f"n{i + 1}", **kw))
-            for i in range(size)
-        ]
-        await wait_until(
-            lambda: all(len(h.nodes(include_local=True)) == size for h in hubs),
-            TIMEOUT,
-            message="hubs did not see each other",
-        )
-        yield hubs
+    """``size`` hubs (n1, n2...) of one HubCluster, each seeing every member before the
+    body runs."""
+    kw = {"request_timeout": 2.0, "drain_timeout": 5.0, **kw}
+    names = [f"n{i + 1}" for i in range(size)]
+    async with HubCluster(
+        [endpoint], prefix=prefix, hub_id="h", lease_ttl=TTL, nodes=names, **kw
+    ) as nodes:
+        yield [nodes[name] for name in names]
 
 
 @contextlib.asynccontextmanager

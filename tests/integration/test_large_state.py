@@ -202,6 +202,7 @@ async def test_state_too_large_for_etcd_is_refused_when_written(
     assert INSTANCES["big"].state == b"small"
 
 
+@pytest.mark.etcd  # starts an etcd of its own
 async def test_batches_fit_an_etcd_with_a_smaller_request_limit() -> None:
     """An etcd refusing requests above 256 KiB: the batcher's 1 MiB batches are split
     until they fit, later ones are cut smaller, and only an operation too large on its own

@@ -6,8 +6,6 @@ every activation so tests can also check that no child ever had two active insta
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -16,6 +14,7 @@ from support.wait import wait_until
 from hub import ChildSpec, Hub, InvalidSpec, StaleFence, UnknownChild, UnknownNode
 from hub.etcd.keys import Kind
 from hub.etcd.store import Store
+from hub.testing import HubCluster
 from integration import state_workers
 from strategies.migration import ColdSwap, HotSwap
 
@@ -29,33 +28,8 @@ def _fresh_workers() -> None:
     state_workers.reset()
 
 
-class Cluster:
-    def __init__(self, stack: AsyncExitStack, endpoint: str, prefix: str, migration: Any):
-        self.stack, self.endpoint, self.prefix, self.migration = stack, endpoint, prefix, migration
-        self.hubs: dict[str, Hub] = {}
-
-    async def add(self, name: str) -> Hub:
-        hub = Hub(
-            "m",
-            endpoints=[self.endpoint],
-            node_id=name,
-            lease_ttl=3,
-            prefix=self.prefix,
-            migration=self.migration,
-        )
-        self.hubs[name] = await self.stack.enter_async_context(hub)
-        return hub
-
-
-@asynccontextmanager
-async def cluster(
-    endpoint: str, prefix: str, names: list[str], migration: Any
-) -> AsyncIterator[Cluster]:
-    async with AsyncExitStack() as stack:
-        c = Cluster(stack, endpoint, prefix, migration)
-        for name in names:
-            await c.add(name)
-        yield c
+def cluster(endpoint: str, prefix: str, names: list[str], migration: Any) -> HubCluster:
+    return HubCluster([endpoint], prefix=prefix, hub_id="m", nodes=names, migration=migration)
 
 
 def converged(hub: Hub, ids: list[str]) -> bool:
@@ -93,10 +67,10 @@ async def test_hot_swap_on_join_hands_state_to_the_new_node(
     etcd_endpoint: str, hub_prefix: str
 ) -> None:
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], HotSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         ids = [f"h-{i}" for i in range(40)]
         before = await start_counting(hub, ids)
-        await c.add("c")
+        await c.add_node("c")
         await wait_until(lambda: converged(hub, ids), 15, message="no convergence on join")
         moved = [cid for cid in ids if hub.get_pid(cid).node_id != before[cid]]  # type: ignore[union-attr]
         assert moved
@@ -117,11 +91,11 @@ async def test_hot_swap_on_join_hands_state_to_the_new_node(
 
 async def test_graceful_stop_hands_state_over(etcd_endpoint: str, hub_prefix: str) -> None:
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], HotSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         ids = [f"g-{i}" for i in range(30)]
         before = await start_counting(hub, ids)
         assert "c" in before.values()
-        await c.hubs["c"].stop()
+        await c.stop("c")
         await wait_until(lambda: converged(hub, ids), 10)
         assert all(hub.get_pid(cid).node_id != "c" for cid in ids)  # type: ignore[union-attr]
         assert [state_workers.INSTANCES[cid].count for cid in ids] == [1000 + i for i in range(30)]
@@ -132,7 +106,7 @@ async def test_cold_swap_moves_without_state_but_checkpoints_survive(
     etcd_endpoint: str, hub_prefix: str
 ) -> None:
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], ColdSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         ids = [f"c-{i}" for i in range(20)]
         before = await start_counting(hub, ids)
         checkpointed = ids[:10]
@@ -141,8 +115,8 @@ async def test_cold_swap_moves_without_state_but_checkpoints_survive(
             assert inst.ctx is not None
             await inst.ctx.checkpoint({"count": inst.count})
         victim = "b" if "b" in before.values() else "a"
-        survivor = c.hubs["a" if victim == "b" else "b"]
-        await c.hubs[victim].stop(drain=False)  # gone without handing anything over
+        survivor = c["a" if victim == "b" else "b"]
+        await c.stop(victim, drain=False)  # gone without handing anything over
         await wait_until(lambda: converged(survivor, ids), 10)
         for i, child_id in enumerate(ids):
             inst = state_workers.INSTANCES[child_id]
@@ -159,11 +133,11 @@ async def test_checkpoint_of_a_stale_instance_is_refused(
     etcd_endpoint: str, hub_prefix: str
 ) -> None:
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], HotSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         ids = [f"s-{i}" for i in range(12)]
         before = await start_counting(hub, ids)
         stale = {cid: state_workers.INSTANCES[cid].ctx for cid in ids}
-        await c.add("c")
+        await c.add_node("c")
         await wait_until(lambda: converged(hub, ids), 15)
         moved = [cid for cid in ids if hub.get_pid(cid).node_id != before[cid]]  # type: ignore[union-attr]
         assert moved
@@ -178,7 +152,7 @@ async def test_checkpoint_of_a_stale_instance_is_refused(
 
 async def test_alter_handover_state_and_bytes_state(etcd_endpoint: str, hub_prefix: str) -> None:
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], HotSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         doubled = [f"d-{i}" for i in range(12)]
         before = await start_counting(hub, doubled, DOUBLING)
         result = await hub.start_children(
@@ -189,7 +163,7 @@ async def test_alter_handover_state_and_bytes_state(etcd_endpoint: str, hub_pref
         for i in range(12):
             state_workers.INSTANCES[f"b-{i}"].blob = b"\x00\xff" * (i + 1)  # type: ignore[attr-defined]
         blob_before = {h.child_id: h.node_id for h in result.started}
-        await c.add("c")
+        await c.add_node("c")
         await wait_until(lambda: converged(hub, doubled + list(blob_before)), 15)
         for i, child_id in enumerate(doubled):
             moved = hub.get_pid(child_id).node_id != before[child_id]  # type: ignore[union-attr]
@@ -202,7 +176,7 @@ async def test_alter_handover_state_and_bytes_state(etcd_endpoint: str, hub_pref
 
 async def test_stopping_a_child_forgets_its_state(etcd_endpoint: str, hub_prefix: str) -> None:
     async with cluster(etcd_endpoint, hub_prefix, ["a"], HotSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         await start_counting(hub, ["x"])
         ctx = state_workers.INSTANCES["x"].ctx
         assert ctx is not None
@@ -221,7 +195,7 @@ async def test_move_pins_a_child_with_its_state_and_unpin_returns_it(
     etcd_endpoint: str, hub_prefix: str
 ) -> None:
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], HotSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         ids = [f"mv-{i}" for i in range(9)]
         before = await start_counting(hub, ids)
         child_id = ids[0]
@@ -232,7 +206,7 @@ async def test_move_pins_a_child_with_its_state_and_unpin_returns_it(
         inst = state_workers.INSTANCES[child_id]
         assert inst.count == 1000 and inst.ctx.state_source == "handover"  # type: ignore[union-attr]
         assert hub.child_lookup(child_id)[0].nodes == (target,)  # type: ignore[index]
-        await c.add("d")  # a join never moves a pinned child
+        await c.add_node("d")  # a join never moves a pinned child
         await wait_until(lambda: converged(hub, ids), 10)
         assert hub.get_pid(child_id).node_id == target  # type: ignore[union-attr]
         await hub.unpin(child_id)
@@ -246,7 +220,7 @@ async def test_move_pins_a_child_with_its_state_and_unpin_returns_it(
 
 async def test_move_and_pin_refuse_unknown_names(etcd_endpoint: str, hub_prefix: str) -> None:
     async with cluster(etcd_endpoint, hub_prefix, ["a"], HotSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         await start_counting(hub, ["x"])
         with pytest.raises(UnknownNode):
             await hub.move("x", "nope")
@@ -262,16 +236,16 @@ async def test_child_pinned_to_a_dead_node_waits_and_comes_back(
 ) -> None:
     """Unlike ProcessHub's Guided, children of a gone node never silently vanish."""
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], ColdSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         result = await hub.start_children(
             [ChildSpec(id="g", start=COUNTER, nodes=("b",))], wait=True, timeout=10
         )
         assert result.ok and result.started[0].node_id == "b"
-        await c.hubs["b"].stop()
+        await c.stop("b")
         await wait_until(lambda: hub.get_pid("g") is None, 10)
         assert "g" in hub.registry_dump()  # still desired, waiting for its node
         assert hub.placement("g") is None
-        await c.add("b")
+        await c.add_node("b")
         await wait_until(lambda: converged(hub, ["g"]), 10)
         assert hub.get_pid("g").node_id == "b"  # type: ignore[union-attr]
 
@@ -280,12 +254,12 @@ async def test_drain_moves_everything_off_a_node_with_state(
     etcd_endpoint: str, hub_prefix: str
 ) -> None:
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], HotSwap()) as c:
-        hub = c.hubs["a"]
+        hub = c["a"]
         ids = [f"dr-{i}" for i in range(30)]
         before = await start_counting(hub, ids)
         assert "b" in before.values()
         await hub.drain("b", timeout=20)
-        assert c.hubs["b"].left.is_set()
+        assert c["b"].left.is_set()
         await wait_until(lambda: converged(hub, ids), 10)
         assert all(hub.get_pid(cid).node_id != "b" for cid in ids)  # type: ignore[union-attr]
         assert [state_workers.INSTANCES[cid].count for cid in ids] == [1000 + i for i in range(30)]

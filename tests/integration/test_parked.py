@@ -11,8 +11,7 @@ not restarted and promotion is unaffected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -22,10 +21,12 @@ from hub import ChildSpec, Hub, OwnerState, StoreUnavailable
 from hub.core.hooks import ChildFailed, HookHandler, HookName
 from hub.core.registry import Registry
 from hub.etcd.codec import decode_owner, decode_replica
+from hub.etcd.ops import Put, Txn
 from hub.etcd.store import Event
 from hub.model import OwnerRecord
 from hub.operate.events import ChildEvent, ChildEvents
 from hub.operate.http import HubMetrics
+from hub.testing import HubCluster
 from strategies import ConsistentHashing
 from strategies.redundancy import Replication
 
@@ -45,46 +46,22 @@ def _reset_workers() -> Any:
     parked_workers.reset()
 
 
-#: node id -> the ChildFailed events its hooks saw (filled by :meth:`Nodes.add`)
+#: node id -> the ChildFailed events its hooks saw (filled as each node starts)
 FAILED: dict[str, list[ChildFailed]] = {}
 
 
-class Nodes(dict[str, Hub]):
-    """Hubs of one cluster by node id, each recording its ChildFailed events in FAILED."""
-
-    def __init__(self, stack: contextlib.AsyncExitStack, endpoint: str, prefix: str, **kw: Any):
-        super().__init__()
-        self.stack, self.endpoint, self.prefix, self.kw = stack, endpoint, prefix, kw
-
-    async def add(self, name: str) -> Hub:
-        hub = Hub(
-            "pk",
-            endpoints=[self.endpoint],
-            node_id=name,
-            prefix=self.prefix,
-            lease_ttl=3,
-            **self.kw,
-        )
-        self[name] = await self.stack.enter_async_context(hub)
-        HubMetrics.of(hub)
-        FAILED[name] = []
-        hub.hooks.register(HookName.CHILD_FAILED, HookHandler("test", FAILED[name].append))
-        await wait_until(
-            lambda: all(len(h.nodes(include_local=True)) == len(self) for h in self.values()),
-            TIMEOUT,
-            message="hubs did not see each other",
-        )
-        return hub
+def record_failures(hub: Hub) -> None:
+    """Give a new node its metrics and a hook recording its ChildFailed events in FAILED."""
+    HubMetrics.of(hub)
+    FAILED[hub.node_id] = []
+    hub.hooks.register(HookName.CHILD_FAILED, HookHandler("test", FAILED[hub.node_id].append))
 
 
-@contextlib.asynccontextmanager
-async def hubs(endpoint: str, prefix: str, names: Sequence[str], **kw: Any) -> AsyncIterator[Nodes]:
-    """One hub per name, each seeing all members."""
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = Nodes(stack, endpoint, prefix, **kw)
-        for name in names:
-            await nodes.add(name)
-        yield nodes
+def hubs(endpoint: str, prefix: str, names: Sequence[str], **kw: Any) -> HubCluster:
+    """One hub per name, each seeing all members, recording failures (``async with``)."""
+    return HubCluster(
+        [endpoint], prefix=prefix, hub_id="pk", nodes=names, prepare=record_failures, **kw
+    )
 
 
 def failures(hub: Hub) -> float:
@@ -235,7 +212,7 @@ async def test_a_parked_replica_is_recorded_reported_and_not_restarted(
         # Cluster-wide: every node's registry (what ls, inspect and get_pids read) shows it.
         await wait_until(
             lambda: all(
-                instance_state(h, "svc", standby) is OwnerState.FAILED for h in nodes.values()
+                instance_state(h, "svc", standby) is OwnerState.FAILED for h in nodes.nodes.values()
             ),
             TIMEOUT,
         )
@@ -254,7 +231,7 @@ async def test_a_parked_replica_is_recorded_reported_and_not_restarted(
         # Not restarted, however often the standby's node looks at it again.
         for _ in range(3):
             nodes[standby].reconciler.mark_all()
-            await wait_until(lambda: all(h.is_settled() for h in nodes.values()), TIMEOUT)
+            await wait_until(lambda: all(h.is_settled() for h in nodes.nodes.values()), TIMEOUT)
             assert not nodes[standby].supervisor.is_running("svc")
         assert parked_workers.runs("svc", standby) == 3
         assert await replica_role_in_etcd(nodes[primary], "svc", standby) == "failed"
@@ -278,7 +255,10 @@ async def test_a_healthy_standby_is_promoted_and_a_parked_one_stays_parked(
         assert result.ok, result.errors
         await wait_until(
             lambda: (
-                all(instance_state(h, "svc", sick) is OwnerState.FAILED for h in nodes.values())
+                all(
+                    instance_state(h, "svc", sick) is OwnerState.FAILED
+                    for h in nodes.nodes.values()
+                )
                 and instance_state(nodes[primary], "svc", healthy) is OwnerState.RUNNING
             ),
             TIMEOUT,
@@ -286,7 +266,7 @@ async def test_a_healthy_standby_is_promoted_and_a_parked_one_stays_parked(
         )
         survivors = [healthy, sick]
         assert ring_order(survivors, "svc") == survivors  # the healthy standby comes first
-        await nodes[primary].stop()
+        await nodes.stop(primary)
         await wait_until(
             lambda: (
                 (h := nodes[sick].get_pid("svc")) is not None
@@ -325,7 +305,7 @@ async def test_parking_ends_when_the_standby_takes_over(
             lambda: instance_state(nodes[standby], "svc", standby) is OwnerState.FAILED,
             TIMEOUT,
         )
-        await nodes[primary].stop()
+        await nodes.stop(primary)
         await wait_until(
             lambda: (
                 (h := nodes[standby].get_pid("svc")) is not None
@@ -340,7 +320,7 @@ async def test_parking_ends_when_the_standby_takes_over(
         assert [h.node_id for h in nodes[standby].get_pids("svc")] == [standby]
         # The old primary returns and takes the child back: the node is a standby again,
         # started afresh (and, still unable to run as one there, parked again).
-        returned = await nodes.add(primary)
+        returned = await nodes.add_node(primary)
 
         async def parked_again() -> bool:
             return await replica_role_in_etcd(returned, "svc", standby) == "failed"
@@ -370,8 +350,9 @@ async def test_a_failed_owner_record_lost_to_an_etcd_error_is_written_again(
         refused: list[OwnerRecord] = []
 
         def failing_once(op: Any, key: bytes, size: int = 0) -> Any:
-            if key == owner_key and not refused and op.HasField("request_txn"):
-                put = op.request_txn.success[0].request_put
+            if key == owner_key and not refused and isinstance(op, Txn):
+                put = op.success[0]
+                assert isinstance(put, Put)
                 record = decode_owner(put.key, put.value)
                 if record.state is OwnerState.FAILED:
                     refused.append(record)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from support.wait import wait_until
 
-from hub import ChildSpec, Hub
+from hub import ChildSpec
+from hub.testing import HubCluster
 from integration import state_workers
 from strategies import ConsistentHashing, Guarantee
 from strategies.redundancy import Replication
@@ -16,48 +15,15 @@ from strategies.redundancy import Replication
 COUNTER = f"{state_workers.__name__}:Counter"
 
 
-class Cluster:
-    def __init__(self, stack: AsyncExitStack, endpoint: str, prefix: str, redundancy: Any):
-        self.stack, self.endpoint, self.prefix, self.redundancy = (
-            stack,
-            endpoint,
-            prefix,
-            redundancy,
-        )
-        self.hubs: dict[str, Hub] = {}
-
-    async def add(self, name: str) -> Hub:
-        hub = Hub(
-            "rp",
-            endpoints=[self.endpoint],
-            node_id=name,
-            lease_ttl=3,
-            prefix=self.prefix,
-            redundancy=self.redundancy,
-        )
-        self.hubs[name] = await self.stack.enter_async_context(hub)
-        return hub
-
-    def live(self) -> list[str]:
-        return sorted(n for n, h in self.hubs.items() if h.is_alive())
+def cluster(endpoint: str, prefix: str, names: list[str], redundancy: Any) -> HubCluster:
+    return HubCluster([endpoint], prefix=prefix, hub_id="rp", nodes=names, redundancy=redundancy)
 
 
-@asynccontextmanager
-async def cluster(
-    endpoint: str, prefix: str, names: list[str], redundancy: Any
-) -> AsyncIterator[Cluster]:
-    async with AsyncExitStack() as stack:
-        c = Cluster(stack, endpoint, prefix, redundancy)
-        for name in names:
-            await c.add(name)
-        yield c
-
-
-def matches_ring(c: Cluster, ids: list[str], factor: int, mode: str) -> bool:
+def matches_ring(c: HubCluster, ids: list[str], factor: int, mode: str) -> bool:
     """Every child has exactly its ring's replica set, primary first, with the right roles,
     and the live worker instances agree (exactly one active under active/passive)."""
-    live = c.live()
-    hub = c.hubs[live[0]]
+    live = c.node_ids
+    hub = c[live[0]]
     ring = ConsistentHashing().ring({n: 1 for n in live})
     n = min(factor, len(live))
     for child_id in ids:
@@ -83,13 +49,13 @@ async def test_active_active_cluster_size_replication(etcd_endpoint: str, hub_pr
     state_workers.reset()
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], Replication("cluster")) as c:
         ids = [f"aa-{i}" for i in range(30)]
-        result = await c.hubs["a"].start_children(
+        result = await c["a"].start_children(
             [ChildSpec(id=x, start=COUNTER) for x in ids], wait=True, timeout=15
         )
         assert result.ok, result.errors
         await wait_until(lambda: matches_ring(c, ids, 3, "active_active"), 15)
         # every node's registry agrees
-        for hub in c.hubs.values():
+        for hub in c.nodes.values():
             assert all(len(hub.get_pids(x)) == 3 for x in ids)
 
 
@@ -101,19 +67,19 @@ async def test_active_passive_roles_follow_joins_leaves_and_crashes(
     redundancy = Replication(2, mode="active_passive")
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], redundancy) as c:
         ids = [f"ap-{i}" for i in range(30)]
-        result = await c.hubs["a"].start_children(
+        result = await c["a"].start_children(
             [ChildSpec(id=x, start=COUNTER, metadata={"tag": "rooms"}) for x in ids],
             wait=True,
             timeout=15,
         )
         assert result.ok, result.errors
         await wait_until(lambda: matches_ring(c, ids, 2, "active_passive"), 15)
-        assert all(len(v) == 2 for v in c.hubs["b"].tag_query("rooms").values())
-        await c.add("d")  # join
+        assert all(len(v) == 2 for v in c["b"].tag_query("rooms").values())
+        await c.add_node("d")  # join
         await wait_until(lambda: matches_ring(c, ids, 2, "active_passive"), 15, message="join")
-        await c.hubs["b"].stop()  # graceful leave
+        await c.stop("b")  # graceful leave
         await wait_until(lambda: matches_ring(c, ids, 2, "active_passive"), 15, message="leave")
-        await c.hubs["c"].stop(drain=False)  # abrupt: lease revoked, no hand-over
+        await c.stop("c", drain=False)  # abrupt: lease revoked, no hand-over
         await wait_until(lambda: matches_ring(c, ids, 2, "active_passive"), 15, message="crash")
         active = [
             (x, n)
@@ -129,15 +95,15 @@ async def test_promotion_keeps_the_passive_replica_state(
     state_workers.reset()
     redundancy = Replication(2, mode="active_passive")
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], redundancy) as c:
-        result = await c.hubs["a"].start_children(
+        result = await c["a"].start_children(
             [ChildSpec(id="p", start=COUNTER)], wait=True, timeout=10
         )
         assert result.ok
         await wait_until(lambda: matches_ring(c, ["p"], 2, "active_passive"), 10)
-        primary = c.hubs["a"].active_replica("p").node_id  # type: ignore[union-attr]
+        primary = c["a"].active_replica("p").node_id  # type: ignore[union-attr]
         standby = "b" if primary == "a" else "a"
         state_workers.BY_NODE[("p", standby)].count = 77
-        await c.hubs[primary].stop(drain=False)
+        await c.stop(primary, drain=False)
         await wait_until(
             lambda: (
                 (w := state_workers.BY_NODE.get(("p", standby))) is not None
@@ -148,7 +114,7 @@ async def test_promotion_keeps_the_passive_replica_state(
         )  # type: ignore[union-attr]
         promoted = state_workers.BY_NODE[("p", standby)]
         assert promoted.count == 77 and promoted.ctx.state_source == "promotion"  # type: ignore[union-attr]
-        assert c.hubs[standby].active_replica("p").node_id == standby  # type: ignore[union-attr]
+        assert c[standby].active_replica("p").node_id == standby  # type: ignore[union-attr]
 
 
 class TwoInstances:
@@ -168,12 +134,12 @@ async def test_a_custom_redundancy_strategy_runs_the_instances_its_count_says(
     state_workers.reset()
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b", "c"], TwoInstances()) as c:
         ids = [f"two-{i}" for i in range(12)]
-        result = await c.hubs["a"].start_children(
+        result = await c["a"].start_children(
             [ChildSpec(id=x, start=COUNTER) for x in ids], wait=True, timeout=15
         )
         assert result.ok, result.errors
         await wait_until(lambda: matches_ring(c, ids, 2, "active_active"), 15)
-        for hub in c.hubs.values():
+        for hub in c.nodes.values():
             assert all(len(hub.get_pids(x)) == 2 for x in ids)
 
 
@@ -185,17 +151,17 @@ async def test_a_cluster_replicated_child_shrunk_to_one_node_keeps_no_stale_repl
     state_workers.reset()
     async with cluster(etcd_endpoint, hub_prefix, ["a", "b"], Replication("cluster")) as c:
         ids = [f"sh-{i}" for i in range(12)]
-        result = await c.hubs["a"].start_children(
+        result = await c["a"].start_children(
             [ChildSpec(id=x, start=COUNTER) for x in ids], wait=True, timeout=15
         )
         assert result.ok, result.errors
         await wait_until(lambda: matches_ring(c, ids, 2, "active_active"), 15)
-        survivor = c.hubs["a"]
+        survivor = c["a"]
         promoted = [x for x in ids if survivor.active_replica(x).node_id == "b"]  # type: ignore[union-attr]
         assert promoted, "the ring put no primary on b"
         for x in promoted:
             state_workers.BY_NODE[(x, "a")].count = 41
-        await c.hubs["b"].stop(drain=False)  # abrupt: lease revoked, no hand-over
+        await c["b"].stop(drain=False)  # abrupt: lease revoked, no hand-over
 
         def one_instance_each() -> bool:
             for x in ids:

@@ -5,22 +5,27 @@ Checks what users rely on: the session etcd answers, a cluster places children a
 about one TTL later, checkpoints survive, calls follow), ``restart`` is a new incarnation
 of the same node, ``stop`` drains with handover. Two of these are the migration and call
 scenarios of test_migration.py and test_calls.py, rewritten on ``processhub_cluster``.
+A cluster converges to one view with one active instance per child, cleans up after a
+kill, and runs on a ``processhub_fresh_etcd`` as well as on the session's etcd.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from hub import ChildSpec, Hub
 from hub.etcd.store import EtcdConfig, Store
+from hub.operate.localetcd import LocalEtcd
 from hub.testing import ClusterFactory, EtcdServer, HubCluster
 from integration import state_workers, workers
 from strategies.migration import ColdSwap, HotSwap
 
-pytestmark = pytest.mark.usefixtures("processhub_no_leaked_tasks")
+pytestmark = pytest.mark.usefixtures("processhub_no_leaked_tasks", "processhub_no_leaked_leases")
 
 SLEEPER = f"{workers.__name__}:Sleeper"
 COUNTER = f"{state_workers.__name__}:Counter"
@@ -204,3 +209,57 @@ async def test_a_call_follows_its_child_off_a_killed_node(
     reply = await caller.call(child_id, "ping", timeout=TTL + 10)
     assert reply["node"] != victim
     assert reply["node"] == (await cluster.wait_for_placement([child_id]))[child_id]
+
+
+async def test_a_cluster_converges_to_one_view_with_one_instance_each(
+    processhub_etcd: EtcdServer, processhub_prefix: str
+) -> None:
+    async with HubCluster(processhub_etcd.endpoints, prefix=processhub_prefix, nodes=3) as cluster:
+        assert cluster.node_ids == ["node-1", "node-2", "node-3"]
+        ids = [f"v-{i}" for i in range(9)]
+        await start(cluster["node-2"], ids)
+        where = await cluster.wait_converged()
+        assert set(where) == set(ids)
+        assert cluster.views() == {node_id: where for node_id in cluster.node_ids}
+        assert cluster.instances() == {c: [n] for c, n in where.items()}
+        cluster.check_at_most_one_instance()
+        victim = busiest(where)
+        lease = cluster.node(victim).incarnation
+        await cluster.kill(victim)
+        after = await cluster.wait_converged(timeout=TTL + 10)
+        assert victim not in after.values() and set(after) == set(ids)
+    # close() revoked the lease the killed node left behind (the rest revoked their own).
+    async with Store(EtcdConfig(endpoints=list(processhub_etcd.endpoints))) as store:
+        assert await store.lease_ttl(lease) == -1
+
+
+async def test_a_cluster_on_a_fresh_etcd_of_its_own(
+    processhub_fresh_etcd: LocalEtcd, processhub_cluster: ClusterFactory
+) -> None:
+    """The kit composes: processhub_cluster(endpoints=...) on processhub_fresh_etcd."""
+    cluster = await processhub_cluster(2, endpoints=[processhub_fresh_etcd.endpoint])
+    assert cluster.endpoints == [processhub_fresh_etcd.endpoint]
+    await start(cluster.node("node-1"), ["fresh"])
+    assert set(await cluster.wait_for_placement(["fresh"])) == {"fresh"}
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_guide_shows_the_example_as_it_is() -> None:
+    example = (ROOT / "examples" / "hub_cluster.py").read_text()
+    assert example in (ROOT / "docs" / "testing.md").read_text()
+
+
+async def test_the_documented_example_runs(
+    processhub_etcd: EtcdServer, processhub_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/testing.md's examples/hub_cluster.py works."""
+    root = str(ROOT)
+    sys.path.insert(0, root)
+    try:
+        from examples.hub_cluster import main
+    finally:
+        sys.path.remove(root)
+    await main(processhub_etcd.endpoints, prefix=processhub_prefix)
+    assert "crashed:" in capsys.readouterr().out

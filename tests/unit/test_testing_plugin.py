@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.testing import EtcdServer, HubCluster, plugin, poll, wait_for
+from hub.testing import ClusterFactory, EtcdServer, HubCluster, plugin, poll, wait_for
 from hub.testing._etcd import endpoints_from_env, selection_mode
 from hub.testing.plugin import in_ci
 
@@ -206,3 +206,23 @@ async def test_waits_end_with_a_timeout_error_that_says_why() -> None:
         return True
 
     await wait_for(ready, 0)
+
+
+async def test_a_factory_call_may_name_other_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``processhub_cluster(endpoints=...)`` once raised "multiple values for argument
+    'endpoints'"; the session's etcd is not even asked for then."""
+    started: list[tuple[list[str], object]] = []
+
+    async def start(self: HubCluster, nodes: object) -> HubCluster:
+        started.append((self.endpoints, nodes))
+        return self
+
+    monkeypatch.setattr(HubCluster, "start", start)
+
+    def no_session_etcd() -> tuple[str, ...]:
+        pytest.fail("the session's etcd was asked for")
+
+    factory = ClusterFactory(no_session_etcd, "/p")
+    cluster = await factory(2, endpoints=["10.0.0.1:2379"], hub_id="x")
+    assert started == [(["10.0.0.1:2379"], 2)]
+    assert (cluster.hub_id, cluster.prefix) == ("x", "/p")
