@@ -108,6 +108,12 @@ def test_the_hub_never_asks_which_built_in_strategy_it_has() -> None:
 #: Modules and classes stay small enough to read (issue 10): ~500 and ~400 lines.
 MAX_MODULE_LINES = 520
 MAX_CLASS_LINES = 420
+#: Longer on purpose, with the reason.
+LONG_MODULES = {
+    # DESIGN.md: all use of the etcd client stays in one module so it can be replaced; the
+    # protobuf conversions at that boundary and the re-exports of old import paths sit here.
+    "hub/etcd/store.py": 600,
+}
 
 
 def test_modules_and_classes_stay_small() -> None:
@@ -117,7 +123,7 @@ def test_modules_and_classes_stay_small() -> None:
             continue
         source = _code(path)
         name = str(path.relative_to(ROOT))
-        if source.count("\n") > MAX_MODULE_LINES:
+        if source.count("\n") > LONG_MODULES.get(name, MAX_MODULE_LINES):
             too_long.append(f"{name}: {source.count(chr(10))} lines")
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.ClassDef) and node.end_lineno is not None:

@@ -25,13 +25,7 @@ PACKAGES = ("hub", "strategies")
 
 #: Import edges known to close a cycle or cross a layer, each with its owner's plan. The
 #: test fails when one of them disappears, so that this list only ever shrinks.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # hub.hub runs the HTTP server (hub.operate.http), which annotates with Hub under
-    # TYPE_CHECKING: a type-only cycle. The "compose" change of Core architecture v2 (Hub
-    # contains the cluster API instead of inheriting HubClient) removes it; drop this
-    # entry then.
-    ("hub.operate.http", "hub.hub"): "compose: http <-> hub",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 #: (importer prefix, forbidden prefixes)
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (

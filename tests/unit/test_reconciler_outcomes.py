@@ -26,6 +26,7 @@ from hub.errors import StoreUnavailable
 from hub.etcd.batcher import TxnBatcher
 from hub.etcd.codec import ReplicaRecord, encode_node, encode_owner, encode_replica, encode_spec
 from hub.etcd.keys import KeySpace
+from hub.etcd.ops import Delete, Txn
 from hub.etcd.session import Session
 from hub.etcd.store import Event, Op, TxnResult
 from hub.model import ChildSpec, NodeInfo, OwnerRecord, OwnerState
@@ -65,11 +66,11 @@ class FakeBatcher:
     def deleted_with(self, key: bytes) -> list[bytes]:
         """The keys deleted by the submissions about ``key``."""
         return [
-            inner.request_delete_range.key
+            inner.key
             for submitted, op in zip(self.submitted, self.ops, strict=True)
-            if submitted == key
-            for inner in op.request_txn.success
-            if inner.HasField("request_delete_range")
+            if submitted == key and isinstance(op, Txn)
+            for inner in op.success
+            if isinstance(inner, Delete)
         ]
 
     def pending(self) -> int:
