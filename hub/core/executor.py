@@ -35,17 +35,13 @@ from hub.core.hooks import (
     ChildStarting,
     ChildStopped,
     HookName,
-    Hooks,
 )
 from hub.core.outcome import Outcome, Outcomes, RequeueAfter, Retry, Terminal
 from hub.core.owner_records import OwnerRecords
-from hub.core.registry import Registry, SpecEntry
-from hub.core.supervisor import Supervisor
+from hub.core.parts import NodeParts
+from hub.core.registry import SpecEntry
 from hub.core.worker_state import Owned, WorkerStates
 from hub.errors import HubClosed, InvalidSpec, RequestTooLarge
-from hub.etcd.batcher import TxnBatcher
-from hub.etcd.keys import KeySpace
-from hub.etcd.session import Session
 from hub.etcd.store import (
     KeyValue,
     ResponseTooLarge,
@@ -76,13 +72,7 @@ class Executor:
     def __init__(
         self,
         *,
-        node_id: str,
-        keys: KeySpace,
-        registry: Registry,
-        session: Session,
-        batcher: TxnBatcher,
-        supervisor: Supervisor,
-        hooks: Hooks,
+        parts: NodeParts,
         migration: MigrationStrategy,
         claims: Claims,
         states: WorkerStates,
@@ -91,13 +81,7 @@ class Executor:
         placement: Callable[[str], str | None],
         replicated: Callable[[], bool],
     ) -> None:
-        self.node_id = node_id
-        self.keys = keys
-        self.registry = registry
-        self.session = session
-        self.batcher = batcher
-        self.supervisor = supervisor
-        self.hooks = hooks
+        self.parts = parts
         self.migration = migration
         self.claims = claims
         self.states = states
@@ -112,25 +96,25 @@ class Executor:
         self.handover_observer: Callable[[str, float], None] | None = None
 
     def _log(self, message: str, child_id: str, *args: object, token: int | None = None) -> None:
-        extra = fields(node_id=self.node_id, child_id=child_id, token=token)
+        extra = fields(node_id=self.parts.node_id, child_id=child_id, token=token)
         log.warning(message, child_id, *args, extra=extra)
 
     # -- acquire and adopt ---------------------------------------------------------------
 
     async def acquire(self, child_ids: list[str]) -> Outcomes:
         """Create ``owners/{id}`` on our lease, then start each child with its saved state."""
-        lease = self.session.lease_id
+        lease = self.parts.session.lease_id
         if not lease:
             return dict.fromkeys(child_ids, RequeueAfter(LEASE_RECHECK))
         owned = self.claims.owned
         value = self.records.value(lease, OwnerState.STARTING)
-        keys = self.keys
+        keys = self.parts.keys
         replicated = self._replicated()
-        replicas = self.registry.replicas
+        replicas = self.parts.registry.replicas
         entries: list[SpecEntry] = []
         futures = []
         for child_id in child_ids:
-            entry = self.registry.specs.get(child_id)
+            entry = self.parts.registry.specs.get(child_id)
             if entry is None:
                 continue
             owner_key = keys.owner(child_id)
@@ -140,9 +124,9 @@ class Executor:
             # these owner keys as ours and ADOPT reads their state in replies that fit.
             success = [op_put(owner_key, value, lease)]
             success += [op_get(key) for key in self.states.state_keys(child_id)]
-            if replicated or self.node_id in replicas.get(child_id, ()):
+            if replicated or self.parts.node_id in replicas.get(child_id, ()):
                 # Promotion of a replica: its standby key goes in the same txn.
-                success.append(op_delete(keys.replica(child_id, self.node_id)))
+                success.append(op_delete(keys.replica(child_id, self.parts.node_id)))
             op = op_txn(
                 [
                     cmp_create(owner_key, "=", 0),
@@ -151,7 +135,9 @@ class Executor:
                 success,
             )
             entries.append(entry)
-            futures.append(self.batcher.submit(op, owner_key, len(owner_key) * 5 + len(value)))
+            futures.append(
+                self.parts.batcher.submit(op, owner_key, len(owner_key) * 5 + len(value))
+            )
         results = await asyncio.gather(*futures, return_exceptions=True)
         outcomes: dict[str, Outcome] = {}
         acquired: list[Owned] = []
@@ -169,7 +155,7 @@ class Executor:
                 continue
             if not result.succeeded:
                 continue  # someone else holds it; the watch will show who
-            if self.session.lease_id != lease:
+            if self.parts.session.lease_id != lease:
                 continue  # fenced meanwhile: the key dies with the old lease
             owned[child_id] = result.revision
             self.claims.parked.pop(child_id, None)  # a promoted replica starts afresh as owner
@@ -181,7 +167,7 @@ class Executor:
             log.info(
                 "acquire reply with saved states too large for %d children: adopting them",
                 lost_replies,
-                extra=fields(node_id=self.node_id),
+                extra=fields(node_id=self.parts.node_id),
             )
         outcomes.update(await self._start_owned(acquired, lease, read=read))
         return outcomes
@@ -189,16 +175,16 @@ class Executor:
     async def adopt(self, child_ids: list[str]) -> Outcomes:
         """Take over children the cache shows this incarnation owns (an acquire whose reply
         was lost): start them with the state their acquire would have read."""
-        lease = self.session.lease_id
+        lease = self.parts.session.lease_id
         to_start: list[Owned] = []
         for child_id in child_ids:
-            owner = self.registry.owners.get(child_id)
+            owner = self.parts.registry.owners.get(child_id)
             if owner is None or owner.record is None or not lease:
                 continue
             if self.claims.released.get(child_id) == owner.create_revision:
                 continue
             self.claims.owned[child_id] = owner.create_revision
-            if owner.record.state is not OwnerState.FAILED and not self.supervisor.is_running(
+            if owner.record.state is not OwnerState.FAILED and not self.parts.supervisor.is_running(
                 child_id
             ):
                 to_start.append((child_id, owner.create_revision, self.states.state_keys(child_id)))
@@ -220,19 +206,19 @@ class Executor:
         for child_id, token, _ in owned:
             if child_id not in states:
                 continue
-            if self.claims.owned.get(child_id) != token or self.session.lease_id != lease:
+            if self.claims.owned.get(child_id) != token or self.parts.session.lease_id != lease:
                 continue  # lost (fenced, released) while its state was read
             state, source = states[child_id]
-            if self.supervisor.is_running(child_id):
+            if self.parts.supervisor.is_running(child_id):
                 # A promoted replica, or a worker kept through an outage (availability
                 # mode): restart it as the primary, under its new fencing token.
-                kept = await self.supervisor.stop_many(
+                kept = await self.parts.supervisor.stop_many(
                     [child_id], collect_state=True, state_timeout=self.migration.state_timeout
                 )
                 local_state = kept.get(child_id)
                 if state is None and local_state is not None:
                     state, source = local_state, "promotion"
-            if self.hooks.has_handlers(HookName.CHILD_DATA_ALTER):
+            if self.parts.hooks.has_handlers(HookName.CHILD_DATA_ALTER):
                 await self._start_altered(child_id, token, lease, state, source)
             else:
                 self._start(child_id, token, lease, state, source)
@@ -254,7 +240,7 @@ class Executor:
                 "could not read the state of %d children (%s); they will be retried",
                 len(owned),
                 reads.error,
-                extra=fields(node_id=self.node_id),
+                extra=fields(node_id=self.parts.node_id),
             )
             for child_id, token, _ in owned:
                 if self.claims.owned.get(child_id) == token:
@@ -281,9 +267,9 @@ class Executor:
             "%r not started: %s",
             child_id,
             reason,
-            extra=fields(node_id=self.node_id, child_id=child_id, token=token),
+            extra=fields(node_id=self.parts.node_id, child_id=child_id, token=token),
         )
-        self.hooks.dispatch(ChildFailed(child_id, token, reason))
+        self.parts.hooks.dispatch(ChildFailed(child_id, token, reason))
         self.records.write(child_id, token, OwnerState.FAILED, 0, reason)
         return Terminal(reason)
 
@@ -291,18 +277,18 @@ class Executor:
         self, child_id: str, token: int, lease: int, state: Any, source: str | None
     ) -> None:
         """Run the ``child_data_alter`` chain, then start what it returns."""
-        entry = self.registry.specs.get(child_id)
+        entry = self.parts.registry.specs.get(child_id)
         if entry is None:
             return
         payload = ChildStarting(
             entry.spec,
-            self.node_id,
+            self.parts.node_id,
             token,
             migrated=source == "handover",
             handover=source == "handover",
         )
-        altered = await self.hooks.dispatch_alter(payload)
-        if self.claims.owned.get(child_id) != token or self.session.lease_id != lease:
+        altered = await self.parts.hooks.dispatch_alter(payload)
+        if self.claims.owned.get(child_id) != token or self.parts.session.lease_id != lease:
             return  # lost while the hooks ran
         self._start(child_id, token, lease, state, source, spec=altered.spec)
 
@@ -316,12 +302,12 @@ class Executor:
         *,
         spec: ChildSpec | None = None,
     ) -> None:
-        entry = self.registry.specs.get(child_id)
+        entry = self.parts.registry.specs.get(child_id)
         if entry is None:
             self._mark([child_id])
             return
         try:
-            self.supervisor.start(
+            self.parts.supervisor.start(
                 spec if spec is not None else entry.spec,
                 fencing_token=token,
                 incarnation=lease,
@@ -335,12 +321,12 @@ class Executor:
 
     def _cached_token(self, child_id: str) -> int | None:
         """Our token as the cache shows it (an acquire whose reply was lost, for example)."""
-        owner = self.registry.owners.get(child_id)
-        lease = self.session.lease_id
+        owner = self.parts.registry.owners.get(child_id)
+        lease = self.parts.session.lease_id
         if owner is None or owner.record is None or not lease:
             return None
         record = owner.record
-        if record.node_id == self.node_id and record.incarnation == lease:
+        if record.node_id == self.parts.node_id and record.incarnation == lease:
             return owner.create_revision
         return None
 
@@ -356,13 +342,13 @@ class Executor:
         futures = []
         released = []
         migration = self.migration
-        specs = self.registry.specs
+        specs = self.parts.registry.specs
         committed: dict[str, float] = {}
         timed = self.handover_observer is not None
         for first in range(0, len(child_ids), RELEASE_CHUNK):
             chunk = child_ids[first : first + RELEASE_CHUNK]
             moving = migration.handover and any(c in specs for c in chunk)
-            states = await self.supervisor.stop_many(
+            states = await self.parts.supervisor.stop_many(
                 chunk, collect_state=moving, state_timeout=migration.state_timeout
             )
             handover_lease = await self.states.handover_lease() if states else 0
@@ -371,7 +357,7 @@ class Executor:
                 token = self.claims.owned.get(child_id) or self._cached_token(child_id)
                 if token is None:
                     continue
-                owner_key = self.keys.owner(child_id)
+                owner_key = self.parts.keys.owner(child_id)
                 success = [op_delete(owner_key)]
                 if child_id in states and child_id in specs and handover_lease:
                     try:
@@ -379,10 +365,12 @@ class Executor:
                     except InvalidSpec as exc:
                         self._log("%r moves without state: %s", child_id, exc, token=token)
                     else:
-                        success.append(op_put(self.keys.handover(child_id), value, handover_lease))
+                        success.append(
+                            op_put(self.parts.keys.handover(child_id), value, handover_lease)
+                        )
                 op = op_txn([cmp_create(owner_key, "=", token)], success)
                 released.append(child_id)
-                future = self.batcher.submit(op, owner_key)
+                future = self.parts.batcher.submit(op, owner_key)
                 if timed and child_id in specs:
                     future.add_done_callback(_stamp(committed, child_id))
                 futures.append(future)
@@ -404,11 +392,13 @@ class Executor:
             moving = child_id in specs
             if moving and result.succeeded and child_id in committed:
                 self._observe_handover(kind, committed[child_id] - decided)
-            self.hooks.dispatch(ChildStopped(child_id, token, "migrated" if moving else "stopped"))
+            self.parts.hooks.dispatch(
+                ChildStopped(child_id, token, "migrated" if moving else "stopped")
+            )
             if moving:
                 migrated[child_id] = self._placement(child_id) or ""
         if migrated:
-            self.hooks.dispatch(ChildrenMigrated(migrated))
+            self.parts.hooks.dispatch(ChildrenMigrated(migrated))
         return outcomes
 
     def _observe_handover(self, kind: str, seconds: float) -> None:
@@ -419,7 +409,7 @@ class Executor:
 
     async def stop_local(self, child_ids: list[str]) -> Outcomes:
         """Stop local workers this node does not own (any more) and forget them."""
-        await self.supervisor.stop_many(child_ids)
+        await self.parts.supervisor.stop_many(child_ids)
         for child_id in child_ids:
             self.claims.owned.pop(child_id, None)
         return {}
@@ -428,14 +418,14 @@ class Executor:
         """Delete undecodable owner keys no lease holds, if still unchanged."""
         outcomes: dict[str, Outcome] = {}
         for child_id in child_ids:
-            owner = self.registry.owners.get(child_id)
+            owner = self.parts.registry.owners.get(child_id)
             if owner is None:
                 continue
-            owner_key = self.keys.owner(child_id)
+            owner_key = self.parts.keys.owner(child_id)
             self._log("deleting undecodable lease-less owner key of %r", child_id)
             op = op_txn([cmp_mod(owner_key, "=", owner.mod_revision)], [op_delete(owner_key)])
             try:
-                await self.batcher.submit(op, owner_key)
+                await self.parts.batcher.submit(op, owner_key)
             except Exception as exc:
                 self._log("could not clear owner key of %r: %s", child_id, exc)
                 outcomes[child_id] = Retry(f"clear failed: {exc}")

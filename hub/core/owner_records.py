@@ -30,15 +30,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from hub.core.claims import Claims
-from hub.core.hooks import ChildFailed, ChildStopped, Hooks
-from hub.core.registry import Registry, SpecEntry
-from hub.core.supervisor import ExitKind, Supervisor, WorkerExit
+from hub.core.hooks import ChildFailed, ChildStopped
+from hub.core.parts import NodeParts
+from hub.core.registry import SpecEntry
+from hub.core.supervisor import ExitKind, WorkerExit
 from hub.core.worker_state import WorkerStates
 from hub.errors import HubClosed
-from hub.etcd.batcher import TxnBatcher
 from hub.etcd.codec import encode_owner
-from hub.etcd.keys import KeySpace
-from hub.etcd.session import Session
 from hub.etcd.store import cmp_create, op_delete, op_put, op_txn
 from hub.logs import fields, get_logger
 from hub.model import OwnerRecord, OwnerState, RestartPolicy
@@ -61,24 +59,12 @@ class OwnerRecords:
     def __init__(
         self,
         *,
-        node_id: str,
-        keys: KeySpace,
-        registry: Registry,
-        session: Session,
-        batcher: TxnBatcher,
-        supervisor: Supervisor,
-        hooks: Hooks,
+        parts: NodeParts,
         claims: Claims,
         states: WorkerStates,
         replica_parked: Callable[[str, SpecEntry | None, WorkerExit], None],
     ) -> None:
-        self.node_id = node_id
-        self.keys = keys
-        self.registry = registry
-        self.session = session
-        self.batcher = batcher
-        self.supervisor = supervisor
-        self.hooks = hooks
+        self.parts = parts
         self.claims = claims
         self.states = states
         self._replica_parked = replica_parked
@@ -92,7 +78,7 @@ class OwnerRecords:
         if value is None:
             if len(self._value_cache) > 1024:
                 self._value_cache.clear()
-            value = encode_owner(OwnerRecord(self.node_id, lease, state, now, restarts, last))
+            value = encode_owner(OwnerRecord(self.parts.node_id, lease, state, now, restarts, last))
             self._value_cache[key] = value
         return value
 
@@ -107,7 +93,7 @@ class OwnerRecords:
         self.write(child_id, fencing_token, OwnerState.RESTARTING, restarts, reason)
 
     def worker_exited(self, child_id: str, fencing_token: int, exit: WorkerExit) -> None:
-        entry = self.registry.specs.get(child_id)
+        entry = self.parts.registry.specs.get(child_id)
         removes = exit.kind is ExitKind.NORMAL or (
             entry is not None
             and entry.spec.restart is RestartPolicy.TEMPORARY
@@ -121,22 +107,22 @@ class OwnerRecords:
         if removes:
             # Self-termination (transient normal exit, temporary any exit): the child
             # leaves the cluster. Delete spec and owner together, fenced by our token.
-            owner_key = self.keys.owner(child_id)
+            owner_key = self.parts.keys.owner(child_id)
             op = op_txn(
                 [cmp_create(owner_key, "=", fencing_token)],
                 [
-                    op_delete(self.keys.spec(child_id)),
+                    op_delete(self.parts.keys.spec(child_id)),
                     op_delete(owner_key),
-                    op_delete(self.keys.checkpoint(child_id)),
-                    op_delete(self.keys.handover(child_id)),
+                    op_delete(self.parts.keys.checkpoint(child_id)),
+                    op_delete(self.parts.keys.handover(child_id)),
                 ],
             )
-            fut = self.batcher.submit(op, owner_key)
+            fut = self.parts.batcher.submit(op, owner_key)
             fut.add_done_callback(lambda f: self._after_write(f, child_id))
             reason = "normal" if exit.kind is ExitKind.NORMAL else f"crashed: {exit.reason}"
-            self.hooks.dispatch(ChildStopped(child_id, fencing_token, reason))
+            self.parts.hooks.dispatch(ChildStopped(child_id, fencing_token, reason))
             return
-        self.hooks.dispatch(ChildFailed(child_id, fencing_token, exit.reason))
+        self.parts.hooks.dispatch(ChildFailed(child_id, fencing_token, exit.reason))
         # The supervisor's count: the cached owner record may not show the last restart yet.
         self.write(child_id, fencing_token, OwnerState.FAILED, exit.restarts, exit.reason)
 
@@ -148,18 +134,18 @@ class OwnerRecords:
         """Queue a fenced write of the child's owner record (if we own it under ``token``)."""
         if self.claims.owned.get(child_id) != token:
             return
-        lease = self.session.lease_id
+        lease = self.parts.session.lease_id
         if not lease:
             return
-        owner_key = self.keys.owner(child_id)
+        owner_key = self.parts.keys.owner(child_id)
         value = self.value(lease, state, restarts, last[:500])
         success = [op_put(owner_key, value, lease)]
         if state is OwnerState.RUNNING and self.states.take_consumed(child_id):
             # The new instance runs with the handed-over state: drop it from etcd.
-            success.append(op_delete(self.keys.handover(child_id)))
+            success.append(op_delete(self.parts.keys.handover(child_id)))
         op = op_txn([cmp_create(owner_key, "=", token)], success)
         try:
-            fut = self.batcher.submit(op, owner_key, len(owner_key) * 2 + len(value))
+            fut = self.parts.batcher.submit(op, owner_key, len(owner_key) * 2 + len(value))
         except HubClosed:
             return
         record = _OwnerWrite(token, state, restarts, last)
@@ -177,7 +163,9 @@ class OwnerRecords:
                 child_id,
                 exc,
                 extra=fields(
-                    node_id=self.node_id, child_id=child_id, token=self.claims.owned.get(child_id)
+                    node_id=self.parts.node_id,
+                    child_id=child_id,
+                    token=self.claims.owned.get(child_id),
                 ),
             )
             if record is not None:
@@ -191,7 +179,7 @@ class OwnerRecords:
         def again() -> None:
             if self.claims.owned.get(child_id) != record.token:
                 return
-            running = self.supervisor.is_running(child_id)
+            running = self.parts.supervisor.is_running(child_id)
             if record.state is OwnerState.RUNNING and running:
                 self.write(child_id, record.token, record.state, record.restarts)
             elif record.state is OwnerState.FAILED and not running:

@@ -36,6 +36,7 @@ from hub.core.executor import Executor
 from hub.core.hooks import ChildStopped, HookName, Hooks
 from hub.core.outcome import DONE, Outcomes, Retry, settle
 from hub.core.owner_records import OwnerRecords
+from hub.core.parts import NodeParts
 from hub.core.placement import Placement
 from hub.core.placement_view import PlacementView
 from hub.core.plan import Action, ChildView, Self, plan, plan_replicated
@@ -106,38 +107,21 @@ class Reconciler:
         self.states = WorkerStates(
             node_id=node_id, keys=keys, session=session, batcher=batcher, migration=self.migration
         )
+        parts = NodeParts(node_id, keys, registry, session, batcher, supervisor, self.hooks)
         self.replicas = ReplicaActions(
-            node_id=node_id,
-            keys=keys,
-            registry=registry,
-            session=session,
-            batcher=batcher,
-            supervisor=supervisor,
-            hooks=self.hooks,
+            parts=parts,
             redundancy=self.redundancy,
             claims=self.claims,
             mark=self.mark,
         )
         self.records = OwnerRecords(
-            node_id=node_id,
-            keys=keys,
-            registry=registry,
-            session=session,
-            batcher=batcher,
-            supervisor=supervisor,
-            hooks=self.hooks,
+            parts=parts,
             claims=self.claims,
             states=self.states,
             replica_parked=self.replicas.replica_parked,
         )
         self.executor = Executor(
-            node_id=node_id,
-            keys=keys,
-            registry=registry,
-            session=session,
-            batcher=batcher,
-            supervisor=supervisor,
-            hooks=self.hooks,
+            parts=parts,
             migration=self.migration,
             claims=self.claims,
             states=self.states,

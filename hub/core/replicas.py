@@ -26,15 +26,13 @@ from collections.abc import Callable, Iterable
 
 from hub.core.claims import Claims
 from hub.core.executor import LEASE_RECHECK
-from hub.core.hooks import ChildFailed, Hooks
+from hub.core.hooks import ChildFailed
 from hub.core.outcome import Outcome, Outcomes, RequeueAfter, Retry, Terminal
-from hub.core.registry import Registry, SpecEntry
-from hub.core.supervisor import Supervisor, WorkerExit
+from hub.core.parts import NodeParts
+from hub.core.registry import SpecEntry
+from hub.core.supervisor import WorkerExit
 from hub.errors import HubClosed
-from hub.etcd.batcher import TxnBatcher
 from hub.etcd.codec import REPLICA_FAILED, ReplicaRecord, encode_replica
-from hub.etcd.keys import KeySpace
-from hub.etcd.session import Session
 from hub.etcd.store import cmp_create, op_delete, op_put, op_txn
 from hub.logs import fields, get_logger
 from strategies.base import RedundancyStrategy
@@ -50,24 +48,12 @@ class ReplicaActions:
     def __init__(
         self,
         *,
-        node_id: str,
-        keys: KeySpace,
-        registry: Registry,
-        session: Session,
-        batcher: TxnBatcher,
-        supervisor: Supervisor,
-        hooks: Hooks,
+        parts: NodeParts,
         redundancy: RedundancyStrategy,
         claims: Claims,
         mark: Callable[[Iterable[str]], None],
     ) -> None:
-        self.node_id = node_id
-        self.keys = keys
-        self.registry = registry
-        self.session = session
-        self.batcher = batcher
-        self.supervisor = supervisor
-        self.hooks = hooks
+        self.parts = parts
         self.redundancy = redundancy
         self.claims = claims
         self._mark = mark
@@ -76,7 +62,7 @@ class ReplicaActions:
         """Whether the local replica was parked under this lease and the current spec."""
         if not self.claims.parked:
             return False
-        entry = self.registry.specs.get(child_id)
+        entry = self.parts.registry.specs.get(child_id)
         revision = entry.create_revision if entry is not None else None
         return self.claims.is_parked(child_id, lease, revision)
 
@@ -84,17 +70,17 @@ class ReplicaActions:
         """Supervisor event: a local replica (no fencing token) gave up restarting. Report
         it like a parked owner (``ChildFailed``, token 0) and keep it down; the plan
         records it in its key."""
-        lease = self.session.lease_id
+        lease = self.parts.session.lease_id
         if child_id in self.claims.owned or not lease or entry is None:
             return  # promoted meanwhile (it starts afresh as owner), fenced, or stopped
         self.claims.parked[child_id] = (lease, entry.create_revision)
-        self.hooks.dispatch(ChildFailed(child_id, 0, exit.reason))
+        self.parts.hooks.dispatch(ChildFailed(child_id, 0, exit.reason))
         self._mark([child_id])
 
     async def replica_up(self, child_ids: list[str]) -> Outcomes:
         """Publish ``replicas/{id}/{me}`` and start a non-primary instance (a parked
         replica: record it as failed, start nothing)."""
-        lease = self.session.lease_id
+        lease = self.parts.session.lease_id
         if not lease:
             return dict.fromkeys(child_ids, RequeueAfter(LEASE_RECHECK))
         outcomes: dict[str, Outcome] = {}
@@ -104,29 +90,31 @@ class ReplicaActions:
             skip = set(parked)
             child_ids = [c for c in child_ids if c not in skip]
         role = "active" if self.redundancy.mode == "active_active" else "passive"
-        value = encode_replica(ReplicaRecord(self.node_id, lease, role, time.time()))
+        value = encode_replica(ReplicaRecord(self.parts.node_id, lease, role, time.time()))
         futures = []
         for child_id in child_ids:
-            key = self.keys.replica(child_id, self.node_id)
-            futures.append(self.batcher.submit(op_txn([], [op_put(key, value, lease)]), key))
+            key = self.parts.keys.replica(child_id, self.parts.node_id)
+            futures.append(self.parts.batcher.submit(op_txn([], [op_put(key, value, lease)]), key))
         results = await asyncio.gather(*futures, return_exceptions=True)
         for child_id, result in zip(child_ids, results, strict=True):
             if isinstance(result, BaseException):
                 outcomes[child_id] = Retry(f"replica key write failed: {result}")
                 continue
-            entry = self.registry.specs.get(child_id)
-            if entry is None or self.session.lease_id != lease:
+            entry = self.parts.registry.specs.get(child_id)
+            if entry is None or self.parts.session.lease_id != lease:
                 continue
-            if self.supervisor.is_running(child_id):
+            if self.parts.supervisor.is_running(child_id):
                 continue
             try:
-                self.supervisor.start(entry.spec, fencing_token=0, incarnation=lease, role=role)
+                self.parts.supervisor.start(
+                    entry.spec, fencing_token=0, incarnation=lease, role=role
+                )
             except (HubClosed, ValueError) as exc:
                 log.warning(
                     "could not start replica of %r: %s",
                     child_id,
                     exc,
-                    extra=fields(node_id=self.node_id, child_id=child_id),
+                    extra=fields(node_id=self.parts.node_id, child_id=child_id),
                 )
         return outcomes
 
@@ -135,11 +123,11 @@ class ReplicaActions:
         local = [c for c in child_ids if c not in self.claims.owned]
         for child_id in local:
             self.claims.parked.pop(child_id, None)
-        await self.supervisor.stop_many(local)
+        await self.parts.supervisor.stop_many(local)
         futures = []
         for child_id in local:
-            key = self.keys.replica(child_id, self.node_id)
-            futures.append(self.batcher.submit(op_txn([], [op_delete(key)]), key))
+            key = self.parts.keys.replica(child_id, self.parts.node_id)
+            futures.append(self.parts.batcher.submit(op_txn([], [op_delete(key)]), key))
         results = await asyncio.gather(*futures, return_exceptions=True)
         return {
             child_id: Retry(f"replica key delete failed: {result}")
@@ -154,15 +142,17 @@ class ReplicaActions:
         Only the key the cache shows, on this lease, is rewritten (compared on its create
         revision): one deleted meanwhile (promotion, withdrawal) must not come back.
         """
-        value = encode_replica(ReplicaRecord(self.node_id, lease, REPLICA_FAILED, time.time()))
+        value = encode_replica(
+            ReplicaRecord(self.parts.node_id, lease, REPLICA_FAILED, time.time())
+        )
         futures, parked = [], []
         for child_id in child_ids:
-            entry = self.registry.replicas.get(child_id, {}).get(self.node_id)
+            entry = self.parts.registry.replicas.get(child_id, {}).get(self.parts.node_id)
             if entry is None or entry.lease != lease:
                 continue
-            key = self.keys.replica(child_id, self.node_id)
+            key = self.parts.keys.replica(child_id, self.parts.node_id)
             op = op_txn([cmp_create(key, "=", entry.create_revision)], [op_put(key, value, lease)])
-            futures.append(self.batcher.submit(op, key))
+            futures.append(self.parts.batcher.submit(op, key))
             parked.append(child_id)
         results = await asyncio.gather(*futures, return_exceptions=True)
         outcomes: dict[str, Outcome] = {}
@@ -172,7 +162,7 @@ class ReplicaActions:
                     "could not record the parked replica of %r: %s",
                     child_id,
                     result,
-                    extra=fields(node_id=self.node_id, child_id=child_id),
+                    extra=fields(node_id=self.parts.node_id, child_id=child_id),
                 )
                 outcomes[child_id] = Retry(f"parked replica key write failed: {result}")
             else:
