@@ -343,7 +343,9 @@ class ClusterApi:
 
     def get_pid(self, child_id: str) -> ChildHandle | None:
         """Where a child's active instance runs (None if unknown). O(1), local."""
-        return self.cluster.get_pid(child_id)
+        # The hottest lookup: one dict read, no delegation (the registry mutates its
+        # handles in place, so this is what Cluster.get_pid reads too).
+        return self.registry.handles.get(child_id)
 
     def get_pids(self, child_id: str) -> list[ChildHandle]:
         """Every instance of a child, the primary (active) first; ``[]`` if unknown."""

@@ -10,8 +10,7 @@ the same semantics as over RPC). :class:`ClientPolicy` is the client's; the node
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from hub.config import HubConfig
 from hub.core.placement import Placement, build_placement
@@ -20,9 +19,9 @@ from hub.messaging.rpc import CallReplyData
 from hub.model import ChildHandle
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One call or cast to a child instance in this process (still encoded)."""
+class Delivery(NamedTuple):
+    """One call or cast to a child instance in this process (still encoded). A NamedTuple:
+    one is built per local call, and a frozen dataclass costs several times as much."""
 
     kind: Literal["call", "cast"]
     child_id: str

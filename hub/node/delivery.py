@@ -43,7 +43,8 @@ class LocalDelivery:
         rpc: RpcConfig | None,
     ) -> None:
         self._node_id = node_id
-        self._reconciler = reconciler
+        #: the reconciler's ownership map, updated in place, never rebound (hub.core.claims)
+        self._owned = reconciler.claims.owned
         self._supervisor = supervisor
         self._call_timeout = rpc.call_timeout if rpc is not None else 5.0
 
@@ -55,7 +56,7 @@ class LocalDelivery:
             BadPayload, NotSerializable, NotCallable, HandlerError.
         """
         child_id = delivery.child_id
-        owned = self._reconciler.owned.get(child_id)
+        owned = self._owned.get(child_id)
         if delivery.replica and owned is None:
             owned = 0  # a replica instance (all_replicas): no owner token to check
             if not self._supervisor.is_running(child_id):
