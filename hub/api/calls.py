@@ -11,6 +11,7 @@ caller's timeout. Delivery is at most once. The documented API is
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any, Literal
 
 from hub.api.connection import Connection
@@ -60,9 +61,9 @@ class Calls:
             return await self._call_all(target, message, timeout, idempotency_key)
         return await self._send("call", target, message, timeout, idempotency_key)
 
-    async def cast(self, target: str | ChildHandle, message: Any, *, timeout: float) -> None:
-        """:meth:`hub.api.facade.ClusterApi.cast`."""
-        await self._send("cast", target, message, timeout, "")
+    def cast(self, target: str | ChildHandle, message: Any, *, timeout: float) -> Awaitable[None]:
+        """:meth:`hub.api.facade.ClusterApi.cast` (the send itself: no frame of its own)."""
+        return self._send("cast", target, message, timeout, "")
 
     async def _call_all(
         self, target: str | ChildHandle, message: Any, timeout: float, key: str

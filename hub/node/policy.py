@@ -8,6 +8,8 @@ the network.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from hub.api.policy import Delivery
 from hub.core.quorum import QuorumGate
 from hub.core.reconciler import Reconciler
@@ -51,6 +53,6 @@ class NodePolicy:
         """True for instances of this node's current incarnation."""
         return handle.node_id == self._node_id and handle.incarnation == self._session.lease_id
 
-    async def deliver(self, delivery: Delivery) -> CallReplyData:
+    def deliver(self, delivery: Delivery) -> Awaitable[CallReplyData]:
         """To the local mailbox (see :class:`LocalDelivery`)."""
-        return await self._delivery.deliver(delivery)
+        return self._delivery.deliver(delivery)
