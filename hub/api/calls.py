@@ -47,7 +47,7 @@ class Calls:
         self._conn = connection
         self._policy = policy
 
-    async def call(
+    def call(
         self,
         target: str | ChildHandle,
         message: Any,
@@ -55,11 +55,11 @@ class Calls:
         timeout: float,
         idempotency_key: str,
         all_replicas: bool,
-    ) -> Any:
-        """:meth:`hub.api.facade.ClusterApi.call`."""
+    ) -> Awaitable[Any]:
+        """:meth:`hub.api.facade.ClusterApi.call` (the send itself: no frame of its own)."""
         if all_replicas:
-            return await self._call_all(target, message, timeout, idempotency_key)
-        return await self._send("call", target, message, timeout, idempotency_key)
+            return self._call_all(target, message, timeout, idempotency_key)
+        return self._send("call", target, message, timeout, idempotency_key)
 
     def cast(self, target: str | ChildHandle, message: Any, *, timeout: float) -> Awaitable[None]:
         """:meth:`hub.api.facade.ClusterApi.cast` (the send itself: no frame of its own)."""
