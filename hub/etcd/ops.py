@@ -1,7 +1,8 @@
 """Transaction building blocks: compares and operations as plain values.
 
 A txn is ``compares`` (all must hold) then ``success`` ops, else ``failure`` ops. Ops are
-frozen dataclasses, not client messages, so that any :class:`~hub.etcd.kv.KV` can run
+immutable NamedTuples (one is built per etcd operation, and a frozen dataclass costs
+three times as much to build), not client messages, so that any :class:`~hub.etcd.kv.KV` can run
 them: :class:`~hub.etcd.store.Store` translates them to etcd's protobufs at the boundary,
 :class:`~hub.testing.FakeKV` interprets them. Build them with the ``cmp_*`` and ``op_*``
 functions::
@@ -20,8 +21,7 @@ Nothing here does I/O or imports the etcd client.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeAlias, get_args
+from typing import Literal, NamedTuple, TypeAlias, get_args
 
 from hub.etcd.keys import prefix_end
 
@@ -54,8 +54,7 @@ CompareOp: TypeAlias = Literal["=", "!=", "<", ">"]
 _COMPARE_OPS: frozenset[str] = frozenset(get_args(CompareOp))
 
 
-@dataclass(frozen=True, slots=True)
-class Compare:
+class Compare(NamedTuple):
     """``key``'s ``target`` ``op`` ``operand``; an absent key has revisions and version 0,
     and fails every value compare (as etcd does: no value is not an empty value)."""
 
@@ -65,8 +64,7 @@ class Compare:
     operand: int | bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
+class Put(NamedTuple):
     """Write ``value`` at ``key``, attached to ``lease`` (0: none)."""
 
     key: bytes
@@ -74,16 +72,14 @@ class Put:
     lease: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Delete:
+class Delete(NamedTuple):
     """Delete ``key``, or every key in ``[key, end)`` when ``end`` is given."""
 
     key: bytes
     end: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Get:
+class Get(NamedTuple):
     """Read ``key`` at ``revision`` (0: the txn's), without its value with ``keys_only``."""
 
     key: bytes
@@ -91,8 +87,7 @@ class Get:
     revision: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Txn:
+class Txn(NamedTuple):
     """A nested txn: its own compares and branches, inside an outer txn."""
 
     compares: tuple[Compare, ...]
@@ -169,11 +164,7 @@ def op_width(op: Op) -> int:
 def _varint(n: int) -> int:
     if n < 0:
         return 10  # a negative int64 is always ten bytes
-    size = 1
-    while n >= 0x80:
-        n >>= 7
-        size += 1
-    return size
+    return (n.bit_length() + 6) // 7 or 1  # seven bits per byte
 
 
 def _bytes_field(data: bytes) -> int:

@@ -160,8 +160,13 @@ _RESULTS = {
 
 
 def _pb_compare(c: Compare) -> Any:
-    operand = {_OPERAND_FIELDS[c.target]: c.operand}
-    return rpc.Compare(key=c.key, target=_TARGETS[c.target], result=_RESULTS[c.op], **operand)
+    target = c.target
+    if target == "create":  # the hot path: every acquire and fenced write
+        return rpc.Compare(
+            key=c.key, target=rpc.Compare.CREATE, result=_RESULTS[c.op], create_revision=c.operand
+        )
+    operand = {_OPERAND_FIELDS[target]: c.operand}
+    return rpc.Compare(key=c.key, target=_TARGETS[target], result=_RESULTS[c.op], **operand)
 
 
 def _pb_op(op: Op) -> Any:
