@@ -13,7 +13,7 @@ The strategies are asked only through their Protocols
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hub.core.registry import Registry
@@ -25,39 +25,7 @@ from strategies.base import (
     RedundancyStrategy,
 )
 
-__all__ = ["Placement", "SpecPins", "build_placement", "capacities"]
-
-
-class SpecPins(Mapping[str, Sequence[str]]):
-    """A read-only, live view: child id -> the nodes its spec is pinned to.
-
-    Reads the registry's current specs on every lookup (no copy, so a new pin is seen as
-    soon as the registry has its spec). Unpinned children are absent.
-    """
-
-    __slots__ = ("_registry",)
-
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
-
-    def __getitem__(self, child_id: str) -> Sequence[str]:
-        nodes = self._registry.specs[child_id].spec.nodes
-        if not nodes:
-            raise KeyError(child_id)
-        return nodes
-
-    def get(self, child_id: str, default: object = None) -> Sequence[str] | None:  # type: ignore[override]
-        # The hot path of every placement: one dict lookup, no exception.
-        entry = self._registry.specs.get(child_id)
-        if entry is None or not entry.spec.nodes:
-            return default  # type: ignore[return-value]
-        return entry.spec.nodes
-
-    def __iter__(self) -> Iterator[str]:
-        return (child_id for child_id, entry in self._registry.specs.items() if entry.spec.nodes)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+__all__ = ["Placement", "build_placement", "capacities"]
 
 
 def capacities(registry: Registry, members: Mapping[str, int]) -> dict[str, float] | None:
@@ -126,7 +94,7 @@ def build_placement(
         members=members,
         child_ids=child_ids,
         capacities=capacities(registry, members),
-        pins=SpecPins(registry),
+        pins=registry.pinned,  # live: a new pin counts as soon as the registry has it
     )
     count = max(1, redundancy.count(len(members)))
     return Placement(members, distribution.placer(placement), count)

@@ -71,7 +71,7 @@ class PlacementView:
         try:
             return self._owners[child_id]
         except KeyError:
-            node = self._owners[child_id] = self.current.owner(child_id)
+            node = self._owners[child_id] = self.current.placer.owner(child_id)
             return node
 
     def instances(self, child_id: str) -> tuple[str, ...]:

@@ -111,6 +111,10 @@ class Registry:
         self.keys = keys
         self.nodes: dict[str, NodeEntry] = {}
         self.specs: dict[str, SpecEntry] = {}
+        #: child id -> the nodes its spec is pinned to, for pinned specs only: the pins a
+        #: placer reads for every child (a plain dict, so the lookup is one C call).
+        #: Updated in place with ``specs``, never rebound; read-only for everyone else.
+        self.pinned: dict[str, tuple[str, ...]] = {}
         self.owners: dict[str, OwnerEntry] = {}
         self.handles: dict[str, ChildHandle] = {}
         #: child id -> node id -> replica (replication > 1; the primary is in ``owners``)
@@ -145,6 +149,7 @@ class Registry:
         old_children = set(self.specs) | set(self.owners)
         self.nodes.clear()
         self.specs.clear()
+        self.pinned.clear()
         self.owners.clear()
         self.handles.clear()
         self.replicas.clear()
@@ -235,6 +240,10 @@ class Registry:
                     raise CorruptRecord(key, f"spec names child {spec.id!r}")
                 self._untag(ident)
                 self.specs[ident] = SpecEntry(spec, create_revision, mod_revision)
+                if spec.nodes:
+                    self.pinned[ident] = spec.nodes
+                else:
+                    self.pinned.pop(ident, None)
                 tag = spec.tag
                 if tag is not None:
                     self.by_tag.setdefault(tag, set()).add(ident)
@@ -303,6 +312,7 @@ class Registry:
                     self._unregistered.append((ident, gone.node_id))
         elif kind is Kind.SPEC:
             if self.specs.pop(ident, None) is not None:
+                self.pinned.pop(ident, None)
                 self._untag(ident)
                 touched.add(ident)
         elif kind is Kind.NODE:

@@ -79,6 +79,7 @@ class WatchStream:
         return self._batches()
 
     async def _batches(self) -> AsyncIterator[WatchBatch]:
+        put = _PUT  # a local: read once per event
         while True:
             with map_errors():
                 resp = await self._call.read()
@@ -98,7 +99,7 @@ class WatchStream:
                 Event(
                     ev.kv.key,
                     ev.kv.value,
-                    ev.type != _PUT,
+                    ev.type != put,
                     ev.kv.create_revision,
                     ev.kv.mod_revision,
                     ev.kv.lease,
