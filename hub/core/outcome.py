@@ -20,7 +20,7 @@ anyway (:mod:`hub.core.workqueue`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
@@ -70,3 +70,19 @@ def settle(queue: WorkQueue[str], child_id: str, outcome: Outcome) -> None:
     else:
         queue.forget(child_id)
     queue.done(child_id)
+
+
+def settle_many(queue: WorkQueue[str], child_ids: Iterable[str], outcomes: Outcomes) -> None:
+    """:func:`settle` each of ``child_ids`` (:data:`DONE` unless ``outcomes`` names it),
+    the done ones in bulk."""
+    if not outcomes:
+        queue.finish_many(list(child_ids))
+        return
+    done = []
+    for child_id in child_ids:
+        outcome = outcomes.get(child_id)
+        if outcome is None or outcome is DONE:
+            done.append(child_id)
+        else:
+            settle(queue, child_id, outcome)
+    queue.finish_many(done)

@@ -34,7 +34,7 @@ from typing import Any
 from hub.core.claims import Claims
 from hub.core.executor import Executor
 from hub.core.hooks import ChildStopped, HookName, Hooks
-from hub.core.outcome import DONE, Outcomes, Retry, settle
+from hub.core.outcome import Outcomes, Retry, settle_many
 from hub.core.owner_records import OwnerRecords
 from hub.core.parts import NodeParts
 from hub.core.placement import Placement
@@ -283,9 +283,10 @@ class Reconciler:
                 batch = await self._next_batch()
                 actions = self._plan(batch)
                 decided = time.monotonic()
-                for child_id in batch:
-                    if child_id not in actions:
-                        settle(self.queue, child_id, DONE)
+                if actions:
+                    self.queue.finish_many([c for c in batch if c not in actions])
+                else:
+                    self.queue.finish_many(batch)
                 if not actions:
                     continue
                 await self._rounds.acquire()
@@ -395,9 +396,7 @@ class Reconciler:
             )
             outcomes = dict.fromkeys(child_ids, Retry(f"{action.value} raised {exc!r}"))
         finally:  # also when cancelled: the children must not stay in flight
-            queue = self.queue
-            for child_id in child_ids:
-                settle(queue, child_id, outcomes.get(child_id, DONE))
+            settle_many(self.queue, child_ids, outcomes)
 
     async def _dispatch(self, action: Action, child_ids: list[str], decided: float) -> Outcomes:
         executor, replicas = self.executor, self.replicas

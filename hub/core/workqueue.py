@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -227,6 +227,26 @@ class WorkQueue(Generic[K]):
         if not self._processing:
             self._drained.set()
             if not self._dirty and not self._waiting:
+                self._idle.set()
+
+    def finish_many(self, keys: Sequence[K]) -> None:
+        """:meth:`forget` then :meth:`done` for each of ``keys``, in bulk: most children of
+        a round succeed or need nothing, and this is their path."""
+        failures = self._failures
+        if failures:
+            for key in keys:
+                failures.pop(key, None)
+        processing = self._processing
+        processing.difference_update(keys)
+        dirty = self._dirty
+        if dirty:
+            again = [key for key in keys if key in dirty]
+            if again:
+                self._queue.update(dict.fromkeys(again))
+                self._ready.set()
+        if not processing:
+            self._drained.set()
+            if not dirty and not self._waiting:
                 self._idle.set()
 
     # -- state ---------------------------------------------------------------------------

@@ -342,3 +342,33 @@ class QueueModel(RuleBasedStateMachine):
 
 
 TestQueueModel = QueueModel.TestCase
+
+
+@given(
+    st.lists(st.sampled_from("abcdef"), max_size=12),
+    st.lists(st.sampled_from("abcdef"), max_size=6),
+    st.lists(st.sampled_from("abcdef"), max_size=6),
+)
+def test_finish_many_is_forget_then_done_for_each_key(
+    added: list[str], failed: list[str], dirtied: list[str]
+) -> None:
+    """The bulk path of a round must leave the queue exactly as the one-by-one path does."""
+
+    def run(bulk: bool) -> tuple[list[str], list[str], bool, dict[str, int]]:
+        q = queue()
+        q.add_many(added)
+        batch = q.get_nowait()
+        for key in failed:
+            if key in batch:
+                q.add_rate_limited(key)  # a failure counted, then it succeeds
+        q.add_many(dirtied)  # changed while in flight
+        if bulk:
+            q.finish_many(batch)
+        else:
+            for key in batch:
+                q.forget(key)
+                q.done(key)
+        after = q.get_nowait()
+        return batch, after, q.is_idle(), {k: q.failures(k) for k in "abcdef"}
+
+    assert run(bulk=True) == run(bulk=False)
