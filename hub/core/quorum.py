@@ -65,6 +65,7 @@ class QuorumGate:
         self.partitioned = False
         self.reason = ""
         self._changed = asyncio.Event()
+        self._loaded = False
 
     def membership_changed(self) -> None:
         """Called from the registry listener: decide again."""
@@ -73,6 +74,7 @@ class QuorumGate:
     async def load(self) -> None:
         """Read this node's stored strategy state (a restart resumes it)."""
         kv = await self.store.get(self.keys.quorum(self.node_id))
+        self._loaded = True
         if kv is None:
             return
         try:
@@ -122,10 +124,11 @@ class QuorumGate:
 
     async def run(self) -> None:
         """Decide on every membership change (and on the strategy's own timers)."""
-        try:
-            await self.load()
-        except StoreError as exc:
-            log.warning("quorum state not loaded: %s", exc, extra=fields(node_id=self.node_id))
+        if not self._loaded:  # the Hub loads it before it reports ready; read it only once,
+            try:  # or a reset_cluster_size() made meanwhile would be overwritten
+                await self.load()
+            except StoreError as exc:
+                log.warning("quorum state not loaded: %s", exc, extra=fields(node_id=self.node_id))
         stored = None
         while True:
             self.decide()

@@ -71,7 +71,15 @@ async def test_hot_swap_on_join_hands_state_to_the_new_node(
         ids = [f"h-{i}" for i in range(40)]
         before = await start_counting(hub, ids)
         await c.add_node("c")
-        await wait_until(lambda: converged(hub, ids), 15, message="no convergence on join")
+
+        def moved_to_c() -> bool:
+            # Converged on the new ring: a look taken before "a" placed anything on "c"
+            # would pass converged() on the old ring.
+            return converged(hub, ids) and any(
+                (h := hub.get_pid(cid)) is not None and h.node_id == "c" for cid in ids
+            )
+
+        await wait_until(moved_to_c, 15, message="no convergence on join")
         moved = [cid for cid in ids if hub.get_pid(cid).node_id != before[cid]]  # type: ignore[union-attr]
         assert moved
         assert all(hub.get_pid(cid).node_id == "c" for cid in moved)  # type: ignore[union-attr]

@@ -3,14 +3,17 @@ members it reads are the registry's, and nothing here touches the store)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
 
-from hub.core.quorum import QuorumGate
+from hub.core.quorum import SCHEMA, QuorumGate
 from hub.core.registry import Registry
 from hub.errors import ConfigError
 from hub.etcd.keys import KeySpace
+from hub.testing import FakeKV
 from strategies import (
     Availability,
     DynamicQuorum,
@@ -72,3 +75,38 @@ async def test_reset_takes_the_size_and_decides_again() -> None:
     assert not decision.partitioned and decision.has_quorum
     with pytest.raises(ValueError, match="size must be an int >= 1"):
         majority.reset_cluster_size(0)
+
+
+async def test_a_reset_made_after_the_hub_loaded_the_state_is_not_read_over() -> None:
+    """The Hub loads the stored state before it reports ready, then runs the gate: the run
+    must not read the state a second time, or a reset_cluster_size() made in between (right
+    after ``async with Hub(...)``) would be overwritten by the stored size."""
+    kv = FakeKV()
+    keys = KeySpace("h")
+    record = {"schema": SCHEMA, **QuorumState(max_seen=5).to_dict()}
+    await kv.put(keys.quorum("n1"), json.dumps(record).encode())
+    majority = QuorumGate(
+        store=kv,  # type: ignore[arg-type]  # the gate only gets and puts
+        keys=keys,
+        registry=Registry(keys),
+        node_id="n1",
+        strategy=MajorityQuorum(),
+        on_change=lambda partitioned, reason: None,
+    )
+    await majority.load()
+    assert majority.state.max_seen == 5
+    majority.reset_cluster_size(1)
+
+    async def stored_size() -> int:
+        kv_now = await kv.get(keys.quorum("n1"))
+        assert kv_now is not None
+        return int(json.loads(kv_now.value)["max_seen"])
+
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(majority.run())
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while await stored_size() != 1:  # the run stores what it decided
+            assert asyncio.get_running_loop().time() < deadline, "the reset was not stored"
+            await asyncio.sleep(0.01)
+        runner.cancel()
+    assert majority.state.max_seen == 1
