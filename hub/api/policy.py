@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from typing import Literal, NamedTuple, Protocol
 
 from hub.config import HubConfig
-from hub.core.placement import Placement, build_placement
+from hub.core.placement_view import PlacementView
 from hub.core.registry import Registry
 from hub.messaging.rpc import CallReplyData
 from hub.model import ChildHandle
@@ -62,28 +62,30 @@ class Policy(Protocol):
 
 
 class ClientPolicy:
-    """A client hosts nothing and may always try to start; placement is computed from
-    the registry, rebuilt when the membership changes (it listens to the registry)."""
+    """A client hosts nothing and may always try to start; it places children with the
+    nodes' own :class:`~hub.core.placement_view.PlacementView` (it listens to the
+    registry), so ``placement()`` agrees with them, also under a strategy whose placement
+    depends on the set of children."""
 
     def __init__(self, config: HubConfig, registry: Registry) -> None:
-        self._config = config
-        self._registry = registry
-        self._placement: Placement = build_placement(
-            registry, config.distribution, config.redundancy, {}
-        )
+        self._view = PlacementView(registry, config.distribution, config.redundancy)
 
     def registry_changed(self, child_ids: set[str], nodes_changed: bool, full: bool) -> None:
-        """Registry listener: rebuild the placement when the members changed."""
+        """Registry listener: forget changed children; rebuild when the members changed."""
+        self._view.forget(child_ids)
         if nodes_changed or full:
-            cfg = self._config
-            self._placement = build_placement(self._registry, cfg.distribution, cfg.redundancy)
+            self._view.rebuild(full, report=False)
 
     def check_can_start(self) -> None:
         """A client always may try: the owner nodes decide."""
 
     def placement(self, child_id: str) -> str | None:
         """The child's pin, or the distribution strategy's choice."""
-        return self._placement.owner(child_id)
+        if self._view.rebuild_due() is not None:
+            # The children changed under a ChildSetAware strategy. Nodes rebuild on a
+            # timer; a client has no loop of its own and rebuilds when it is asked.
+            self._view.rebuild(full=False, force=True, report=False)
+        return self._view.owner(child_id)
 
     def hosts(self, handle: ChildHandle) -> bool:
         """Never: a client runs no child."""

@@ -13,7 +13,9 @@ A :class:`~strategies.base.ChildSetAware` distribution places with the set of ch
 mind: its placement is rebuilt when children come or go, at most every
 ``rebuild_interval`` seconds (:meth:`~PlacementView.rebuild_due`).
 
-It does no I/O and creates no tasks; the reconciler owns it and calls it on the loop.
+It does no I/O and creates no tasks; the reconciler owns one and calls it on the loop. A
+:class:`~hub.HubClient` owns one too (``processhub inspect``), so that a client places every
+child exactly as the nodes do.
 """
 
 from __future__ import annotations
@@ -97,15 +99,17 @@ class PlacementView:
             return None
         return self._rebuild_interval - (time.monotonic() - self._last_rebuild)
 
-    def rebuild(self, full: bool, force: bool = False) -> Moved | None:
+    def rebuild(self, full: bool, force: bool = False, *, report: bool = True) -> Moved | None:
         """Rebuild for the registry's current active members.
 
         Args:
             full: after a relist: every child is affected.
             force: rebuild even if the members are unchanged (the child set changed).
+            report: work out what the rebuild affects (a pass over every child; a
+                :class:`~hub.HubClient` only answers lookups and skips it).
 
         Returns:
-            None if nothing was rebuilt, else what the rebuild affects.
+            None if nothing was rebuilt (or ``report`` is False), else what it affects.
         """
         members = self.registry.active_members()
         if members == self._members and not full and not force:
@@ -118,6 +122,8 @@ class PlacementView:
             self._built_for = len(self.registry.specs)
         self.current = build_placement(self.registry, self.distribution, self.redundancy, members)
         self._owners, self._instances = {}, {}
+        if not report:
+            return None
         if full or old.replicated != self.current.replicated:
             return Moved(True, [])
         specs, owners = self.registry.specs, self.registry.owners

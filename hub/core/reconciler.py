@@ -37,7 +37,6 @@ from hub.core.hooks import ChildStopped, HookName, Hooks
 from hub.core.outcome import Outcomes, Retry, settle_many
 from hub.core.owner_records import OwnerRecords
 from hub.core.parts import NodeParts
-from hub.core.placement import Placement
 from hub.core.placement_view import PlacementView
 from hub.core.plan import Action, ChildView, Self, plan, plan_replicated
 from hub.core.registry import Registry
@@ -152,11 +151,6 @@ class Reconciler:
     @handover_observer.setter
     def handover_observer(self, observer: Callable[[str, float], None] | None) -> None:
         self.executor.handover_observer = observer
-
-    @property
-    def current_placement(self) -> Placement:
-        """Where children belong at the cached membership (rebuilt when it changes)."""
-        return self.view.current
 
     def placement(self, child_id: str) -> str | None:
         """Where the distribution strategy puts a child, at the cached membership."""

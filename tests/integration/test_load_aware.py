@@ -8,8 +8,9 @@ from contextlib import AsyncExitStack
 
 from support.wait import wait_until
 
-from hub import ChildSpec, Hub
+from hub import ChildSpec, Hub, HubClient
 from integration import state_workers
+from strategies import ConsistentHashing, PlacementInput
 from strategies.bounded_load import BoundedLoad
 
 COUNTER = f"{state_workers.__name__}:Counter"
@@ -72,3 +73,55 @@ async def test_bounded_load_honours_published_capacity(etcd_endpoint: str, hub_p
             lambda: all(hub.registry.nodes[n].info.load == counts[n] for n in capacity), 5
         )
         assert {n: hub.registry.nodes[n].info.capacity for n in capacity} == capacity
+
+
+async def test_a_client_places_like_the_nodes_when_children_come_and_go(
+    etcd_endpoint: str, hub_prefix: str
+) -> None:
+    """Under a ChildSetAware strategy placement depends on the set of children, not only on
+    the members: a HubClient (``processhub inspect``) must follow the set as the nodes do,
+    not keep the placement of the members' last change."""
+    strategy = BoundedLoad(c=1.0)
+    options = {"endpoints": [etcd_endpoint], "prefix": hub_prefix, "distribution": strategy}
+    async with AsyncExitStack() as stack:
+        hubs = [
+            await stack.enter_async_context(
+                # No load publishing: no node record changes once they joined, so only the
+                # child set can move the bounded placement.
+                Hub("lc", node_id=name, lease_ttl=3, load_interval=600, **options)  # type: ignore[arg-type]
+            )
+            for name in ("a", "b", "c")
+        ]
+        client = await stack.enter_async_context(HubClient("lc", **options))  # type: ignore[arg-type]
+        await wait_until(lambda: len(client.nodes()) == 3, 10)
+        ids = [f"lc-{i}" for i in range(40)]
+        result = await client.start_children(
+            [ChildSpec(id=c, start=COUNTER) for c in ids], wait=True, timeout=15
+        )
+        assert result.ok, result.errors
+
+        members = {"a": 1, "b": 1, "c": 1}
+        ring = ConsistentHashing().ring(members)
+
+        def bounded(live: list[str]) -> dict[str, str | None]:
+            placer = BoundedLoad(c=1.0).placer(PlacementInput(members, sorted(live)))
+            return {c: placer.owner(c) for c in live}
+
+        def agreed(live: list[str]) -> bool:
+            expected = bounded(live)
+            return all(
+                (h := hubs[0].get_pid(c)) is not None
+                and h.is_running
+                and h.node_id == hubs[0].placement(c) == client.placement(c) == expected[c]
+                for c in live
+            )
+
+        # These ids are placed off their ring owner by the bound: the set matters.
+        assert any(bounded(ids)[c] != ring.owner(c) for c in ids)
+        await wait_until(lambda: agreed(ids), 15, message="client and nodes disagree")
+        stopped = await client.stop_children(ids[:25], wait=True, timeout=10)
+        assert not stopped.errors
+        assert any(bounded(ids[25:])[c] != bounded(ids)[c] for c in ids[25:])
+        await wait_until(
+            lambda: agreed(ids[25:]), 15, message="client kept the old child set's placement"
+        )
